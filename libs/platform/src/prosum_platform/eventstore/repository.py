@@ -1,0 +1,77 @@
+"""Load and save event-sourced aggregates, with snapshots and optimistic concurrency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from prosum_platform.codec import EventCodec
+from prosum_platform.domain import Aggregate, ConcurrencyConflict
+from prosum_platform.eventstore.store import NewEvent, Transaction
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+
+class Repository(Generic[A]):
+    """Rebuilds aggregates of one class from their stream, inside a transaction."""
+
+    def __init__(
+        self,
+        aggregate_cls: type[A],
+        codec: EventCodec,
+        factory: Callable[[str], A] | None = None,
+    ) -> None:
+        self._cls = aggregate_cls
+        self._codec = codec
+        self._factory = factory or aggregate_cls
+
+    def get(self, tx: Transaction, aggregate_id: str) -> A | None:
+        aggregate: A | None = None
+        after = 0
+        if self._cls.snapshot_every:
+            snapshot = tx.latest_snapshot(aggregate_id)
+            if snapshot is not None:
+                aggregate = self._cls.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
+                after = snapshot.version
+        stored = tx.load(aggregate_id, after_version=after)
+        if aggregate is None:
+            if not stored:
+                return None
+            aggregate = self._factory(aggregate_id)
+        for event in stored:
+            domain_event = self._codec.decode(event.event_type, event.schema_version, event.data)
+            aggregate.replay(domain_event, event.version)
+        return aggregate
+
+    def save(self, tx: Transaction, aggregate: A, meta: dict[str, Any] | None = None) -> None:
+        pending = aggregate.pending_events
+        if not pending:
+            return
+        expected = aggregate.version - len(pending)
+        new_events = []
+        for event in pending:
+            event_type, version, data = self._codec.encode(event)
+            new_events.append(NewEvent(event_type, version, data, meta or {}))
+        tx.append(aggregate.id, expected, new_events)
+        aggregate.mark_persisted()
+        every = self._cls.snapshot_every
+        if every and aggregate.version // every > expected // every:
+            tx.save_snapshot(aggregate.id, aggregate.version, aggregate.snapshot_state())
+
+
+def retry_on_conflict(operation: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``operation`` again when another writer won the race, with a short backoff.
+
+    The operation must start its own transaction and reload what it changes, so each try sees
+    the other writer's events.
+    """
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except ConcurrencyConflict:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(0.002 * 2**attempt, 0.1))
+    raise AssertionError("unreachable")

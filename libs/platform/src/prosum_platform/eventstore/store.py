@@ -1,0 +1,370 @@
+"""The event store, the outbox and consumer tracking, on SQLAlchemy Core.
+
+Everything a command or a consumer does happens inside one ``Transaction``: the domain events it
+appends, the integration events it puts in the outbox and the record that it processed an
+incoming event either all commit or none do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from prosum_contracts import Envelope, SchemaRegistry, TraceContext
+from prosum_platform.domain import ConcurrencyConflict
+from prosum_platform.eventstore.schema import (
+    events,
+    leases,
+    outbox,
+    processed_messages,
+    snapshots,
+)
+
+TraceProvider = Callable[[], TraceContext]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    event_type: str
+    schema_version: int
+    data: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    position: int
+    stream_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    stream_id: str
+    version: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _stored(row: Any) -> StoredEvent:
+    recorded_at = row.recorded_at
+    if recorded_at.tzinfo is None:  # SQLite hands back naive datetimes
+        recorded_at = recorded_at.replace(tzinfo=UTC)
+    return StoredEvent(
+        position=row.position,
+        stream_id=row.stream_id,
+        version=row.version,
+        event_type=row.event_type,
+        schema_version=row.schema_version,
+        data=orjson.loads(row.data),
+        meta=orjson.loads(row.meta),
+        recorded_at=recorded_at,
+    )
+
+
+class Transaction:
+    """One database transaction of the event store (a unit of work)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        registry: SchemaRegistry | None,
+        trace_provider: TraceProvider | None,
+    ) -> None:
+        self.conn = conn
+        self._registry = registry
+        self._trace_provider = trace_provider
+        self.enqueued = 0
+
+    # -- event streams -------------------------------------------------------------------
+    def current_version(self, stream_id: str) -> int:
+        found = self.conn.execute(
+            select(func.max(events.c.version)).where(events.c.stream_id == stream_id)
+        ).scalar()
+        return int(found or 0)
+
+    def append(
+        self, stream_id: str, expected_version: int, new_events: Sequence[NewEvent]
+    ) -> list[StoredEvent]:
+        """Append events after ``expected_version``; a different current version is a conflict.
+
+        The unique (stream_id, version) constraint is the last word: of two writers that both
+        read version N, only one can store N+1.
+        """
+        if not new_events:
+            return []
+        actual = self.current_version(stream_id)
+        if actual != expected_version:
+            raise ConcurrencyConflict(stream_id, expected_version, actual)
+        now = _now()
+        rows = [
+            {
+                "stream_id": stream_id,
+                "version": expected_version + offset,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "data": _dumps(event.data),
+                "meta": _dumps(event.meta),
+                "recorded_at": now,
+            }
+            for offset, event in enumerate(new_events, start=1)
+        ]
+        try:
+            result = self.conn.execute(insert(events).returning(events.c.position), rows)
+            positions = [row[0] for row in result]
+        except IntegrityError:
+            raise ConcurrencyConflict(stream_id, expected_version, None) from None
+        return [
+            StoredEvent(
+                position=position,
+                stream_id=stream_id,
+                version=row["version"],
+                event_type=row["event_type"],
+                schema_version=row["schema_version"],
+                data=new_events[i].data,
+                meta=new_events[i].meta,
+                recorded_at=now,
+            )
+            for i, (position, row) in enumerate(zip(positions, rows, strict=True))
+        ]
+
+    def load(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
+        result = self.conn.execute(
+            select(events)
+            .where(events.c.stream_id == stream_id, events.c.version > after_version)
+            .order_by(events.c.version)
+        )
+        return [_stored(row) for row in result]
+
+    # -- snapshots -------------------------------------------------------------------------
+    def latest_snapshot(self, stream_id: str) -> Snapshot | None:
+        row = self.conn.execute(select(snapshots).where(snapshots.c.stream_id == stream_id)).first()
+        if row is None:
+            return None
+        return Snapshot(row.stream_id, row.version, orjson.loads(row.state))
+
+    def save_snapshot(self, stream_id: str, version: int, state: dict[str, Any]) -> None:
+        values = {"version": version, "state": _dumps(state), "taken_at": _now()}
+        updated = self.conn.execute(
+            update(snapshots)
+            .where(snapshots.c.stream_id == stream_id, snapshots.c.version < version)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            self._insert_ignoring_conflict(snapshots, {"stream_id": stream_id, **values})
+
+    # -- outbox ----------------------------------------------------------------------------
+    def enqueue(self, envelope: Envelope, topic: str | None = None) -> Envelope:
+        """Put an integration event in the outbox; the relay publishes it after commit.
+
+        The envelope is validated against its schema here, so an invalid event fails the
+        command that made it instead of reaching other services. The current trace context is
+        attached when the envelope carries none.
+        """
+        if envelope.trace.traceparent is None and self._trace_provider is not None:
+            envelope = envelope.with_trace(self._trace_provider())
+        if self._registry is not None:
+            self._registry.validate(envelope)
+            topic = topic or self._registry.topic_for(envelope.type, envelope.schema_version)
+        if topic is None:
+            raise ValueError("no topic given and no registry to look one up")
+        headers = {
+            "event_id": envelope.event_id,
+            "event_type": envelope.type,
+            "schema_version": str(envelope.schema_version),
+            "source": envelope.source,
+            **envelope.trace.as_dict(),
+        }
+        self.conn.execute(
+            insert(outbox).values(
+                event_id=envelope.event_id,
+                topic=topic,
+                message_key=envelope.subject,
+                payload=envelope.to_bytes(),
+                headers=_dumps(headers),
+                created_at=_now(),
+            )
+        )
+        self.enqueued += 1
+        return envelope
+
+    # -- idempotent consumption -----------------------------------------------------------
+    def record_processed(self, consumer: str, event_id: str) -> bool:
+        """Record that ``consumer`` applied ``event_id``; False if it already had.
+
+        Call it first in the transaction that applies the event: when it returns False the
+        caller must do nothing, and a concurrent duplicate waits on the row lock and then
+        sees False.
+        """
+        return self._insert_ignoring_conflict(
+            processed_messages,
+            {"consumer": consumer, "event_id": event_id, "processed_at": _now()},
+        )
+
+    def was_processed(self, consumer: str, event_id: str) -> bool:
+        found = self.conn.execute(
+            select(processed_messages.c.event_id).where(
+                processed_messages.c.consumer == consumer,
+                processed_messages.c.event_id == event_id,
+            )
+        ).first()
+        return found is not None
+
+    def _insert_ignoring_conflict(self, table: Any, values: dict[str, Any]) -> bool:
+        dialect = self.conn.dialect.name
+        stmt: Any
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+        else:  # pragma: no cover - only the two supported backends
+            raise RuntimeError(f"unsupported database {dialect}")
+        # rowcount is not reliable for ON CONFLICT DO NOTHING across drivers; RETURNING is.
+        first_key = next(iter(table.primary_key.columns))
+        return self.conn.execute(stmt.returning(first_key)).first() is not None
+
+
+class EventStore:
+    """Entry point to one service's store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: SchemaRegistry | None = None,
+        trace_provider: TraceProvider | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self._trace_provider = trace_provider
+        self._outbox_listeners: list[Callable[[], None]] = []
+
+    def on_outbox_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after a transaction that put events in the outbox commits."""
+        self._outbox_listeners.append(listener)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as conn:
+            tx = Transaction(conn, self.registry, self._trace_provider)
+            yield tx
+        if tx.enqueued:
+            for listener in self._outbox_listeners:
+                listener()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection (on SQLite it does not take the write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(prosum_read_only=True)
+            yield conn
+
+    def load(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
+        with self.reading() as conn:
+            return Transaction(conn, None, None).load(stream_id, after_version)
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Events of all streams in position order: the feed projections are rebuilt from."""
+        with self.reading() as conn:
+            result = conn.execute(
+                select(events)
+                .where(events.c.position > after_position)
+                .order_by(events.c.position)
+                .limit(limit)
+            )
+            return [_stored(row) for row in result]
+
+    def ping(self) -> None:
+        with self.reading() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- outbox relay side -------------------------------------------------------------------
+    def unsent(self, limit: int) -> list[OutboxRow]:
+        with self.reading() as conn:
+            result = conn.execute(
+                select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id).limit(limit)
+            )
+            return [
+                OutboxRow(
+                    id=row.id,
+                    event_id=row.event_id,
+                    topic=row.topic,
+                    key=row.message_key,
+                    payload=row.payload,
+                    headers=[(k, str(v).encode()) for k, v in orjson.loads(row.headers).items()],
+                )
+                for row in result
+            ]
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=_now()))
+
+    def pending_outbox(self) -> int:
+        with self.reading() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+                ).scalar_one()
+            )
+
+    def purge_sent(self, older_than: timedelta) -> int:
+        cutoff = _now() - older_than
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                outbox.delete().where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
+            )
+            return int(result.rowcount)
+
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take or renew a named lease; True if ``holder`` has it now."""
+        now = _now()
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(leases)
+                .where(
+                    leases.c.name == name,
+                    (leases.c.holder == holder) | (leases.c.expires_at < now),
+                )
+                .values(holder=holder, expires_at=now + ttl)
+            )
+            if renewed.rowcount > 0:
+                return True
+            return Transaction(conn, None, None)._insert_ignoring_conflict(
+                leases, {"name": name, "holder": holder, "expires_at": now + ttl}
+            )
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))

@@ -1,0 +1,275 @@
+"""The idempotent event consumer: validate, apply exactly once, dead-letter what cannot be read.
+
+For every message the consumer checks the envelope and the event's schema. What does not parse,
+is of an unknown type or breaks its schema goes to the dead-letter topic with the reason, and
+the consumer moves on. A valid event whose type has a handler is applied inside one store
+transaction that also records the event id for this consumer; a redelivered event finds its id
+and changes nothing. Offsets are committed only after the effects are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import anyio.to_thread
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from prosum_contracts import ContractError, Envelope, SchemaRegistry
+from prosum_contracts.envelope import utc_now
+from prosum_contracts.topics import DEAD_LETTER
+from prosum_platform.domain import ConcurrencyConflict
+from prosum_platform.eventstore.store import EventStore, Transaction
+from prosum_platform.messaging.kafka import KafkaConfig
+from prosum_platform.telemetry import Telemetry, span_in_event_context
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Envelope, Transaction], None]
+
+
+class HandlerOutcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a consumer group reads and which handler applies each event type."""
+
+    topics: Sequence[str]
+    handlers: Mapping[str, EventHandler]
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    last_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    highwater: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {
+            tp: max(0, high - (self.last_offsets.get(tp, -1) + 1))
+            for tp, high in self.highwater.items()
+        }
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        name: str,
+        store: EventStore,
+        registry: SchemaRegistry,
+        kafka: KafkaConfig,
+        subscription: Subscription,
+        telemetry: Telemetry | None = None,
+        *,
+        dead_letter_topic: str = DEAD_LETTER,
+        handler_attempts: int = 5,
+        max_batch: int = 500,
+    ) -> None:
+        self.name = name
+        self._store = store
+        self._registry = registry
+        self._kafka = kafka
+        self._subscription = subscription
+        self._telemetry = telemetry
+        self._dead_letter_topic = dead_letter_topic
+        self._handler_attempts = handler_attempts
+        self._max_batch = max_batch
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+        self.stats = ConsumerStats()
+        self.assigned = asyncio.Event()
+        self._counters: dict[str, Any] = {}
+        self._latency: Any = None
+        if telemetry is not None:
+            meter = telemetry.meter
+            for outcome in HandlerOutcome:
+                self._counters[outcome.value] = meter.create_counter(
+                    f"prosum.consumer.{outcome.value}",
+                    unit="{event}",
+                    description=f"events {outcome.value.replace('_', ' ')} by consumers",
+                )
+            self._latency = meter.create_histogram(
+                "prosum.event.latency",
+                unit="ms",
+                description="from the event's occurrence to its application by a consumer",
+            )
+            telemetry.observe(
+                "prosum.consumer.lag",
+                "messages behind the partition's high watermark",
+                "{message}",
+                lambda: [
+                    (
+                        float(lag),
+                        {"consumer": self.name, "topic": tp.topic, "partition": str(tp.partition)},
+                    )
+                    for tp, lag in self.stats.lag().items()
+                ],
+            )
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self._subscription.topics,
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            client_id=f"{self._kafka.client_id}-{self.name}",
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._kafka.session_timeout_ms,
+            heartbeat_interval_ms=self._kafka.heartbeat_interval_ms,
+            request_timeout_ms=max(self._kafka.request_timeout_ms, 20000),
+            max_poll_records=self._max_batch,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        self._dlq = self._kafka.producer()
+        await self._dlq.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._dlq is not None:
+            await self._dlq.stop()
+            self._dlq = None
+
+    async def run(self) -> None:
+        if self._consumer is None:
+            await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping.is_set():
+            try:
+                batches = await consumer.getmany(timeout_ms=250, max_records=self._max_batch)
+            except KafkaError as exc:
+                log.warning("consumer %s: broker error %s; retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if consumer.assignment():
+                self.assigned.set()
+            for tp, records in batches.items():
+                await self._process_partition_batch(records)
+                self.stats.last_offsets[tp] = records[-1].offset
+                await consumer.commit({tp: records[-1].offset + 1})
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is not None:
+                    self.stats.highwater[tp] = high
+
+    async def _process_partition_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        for record in records:
+            await self.process(record)
+
+    async def process(self, record: ConsumerRecord[Any, Any]) -> HandlerOutcome:
+        """Apply one message; public so tests can deliver the same record twice."""
+        try:
+            envelope = self._registry.decode(record.value)
+        except ContractError as exc:
+            await self._dead_letter(record, exc.reason, exc.detail)
+            return self._count(HandlerOutcome.DEAD_LETTERED)
+        handler = self._subscription.handlers.get(envelope.type)
+        if handler is None:
+            return self._count(HandlerOutcome.IGNORED)
+        tracer = self._telemetry.tracer if self._telemetry is not None else None
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": record.topic,
+            "messaging.consumer.group.name": self.name,
+            "messaging.message.id": envelope.event_id,
+            "prosum.event.type": envelope.type,
+        }
+        if tracer is None:
+            outcome = await self._apply_with_retries(record, envelope, handler)
+        else:
+            with span_in_event_context(
+                tracer, f"process {envelope.type}", envelope.trace, attributes
+            ) as span:
+                outcome = await self._apply_with_retries(record, envelope, handler)
+                span.set_attribute("prosum.outcome", outcome.value)
+        if outcome is HandlerOutcome.APPLIED and self._latency is not None:
+            elapsed = (utc_now() - envelope.occurred_at).total_seconds() * 1000
+            self._latency.record(max(elapsed, 0.0), {"event_type": envelope.type})
+        return self._count(outcome)
+
+    async def _apply_with_retries(
+        self, record: ConsumerRecord[Any, Any], envelope: Envelope, handler: EventHandler
+    ) -> HandlerOutcome:
+        last_error: BaseException | None = None
+        for attempt in range(self._handler_attempts):
+            try:
+                applied = await anyio.to_thread.run_sync(self._apply, envelope, handler)
+            except ConcurrencyConflict as exc:
+                last_error = exc
+                continue
+            except Exception as exc:
+                last_error = exc
+                log.exception("consumer %s: handler failed on %s", self.name, envelope.event_id)
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                continue
+            return HandlerOutcome.APPLIED if applied else HandlerOutcome.DUPLICATE
+        await self._dead_letter(
+            record, "handler_failed", f"{type(last_error).__name__}: {last_error}"
+        )
+        return HandlerOutcome.DEAD_LETTERED
+
+    def _apply(self, envelope: Envelope, handler: EventHandler) -> bool:
+        with self._store.transaction() as tx:
+            if not tx.record_processed(self.name, envelope.event_id):
+                return False
+            handler(envelope, tx)
+            return True
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, detail: str
+    ) -> None:
+        log.warning(
+            "consumer %s: dead-lettering %s[%s]@%s: %s: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            detail,
+        )
+        headers = [
+            *list(record.headers or ()),
+            ("dlq.reason", reason.encode()),
+            ("dlq.detail", detail[:2000].encode()),
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+        ]
+        producer = self._dlq
+        assert producer is not None, "consumer not started"
+        await producer.send_and_wait(
+            self._dead_letter_topic, record.value or b"", key=record.key, headers=headers
+        )
+
+    def _count(self, outcome: HandlerOutcome) -> HandlerOutcome:
+        if outcome is HandlerOutcome.APPLIED:
+            self.stats.applied += 1
+        elif outcome is HandlerOutcome.DUPLICATE:
+            self.stats.duplicates += 1
+        elif outcome is HandlerOutcome.IGNORED:
+            self.stats.ignored += 1
+        else:
+            self.stats.dead_lettered += 1
+        counter = self._counters.get(outcome.value)
+        if counter is not None:
+            counter.add(1, {"consumer": self.name})
+        return outcome

@@ -1,0 +1,1 @@
+"""Processes of the embedded runtime: the tansu Kafka broker (and later the chain node)."""

@@ -1,0 +1,3 @@
+from prosum_identity.entrypoints.cli import main
+
+main()

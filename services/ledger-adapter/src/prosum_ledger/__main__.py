@@ -1,0 +1,3 @@
+from prosum_ledger.entrypoints.cli import main
+
+main()

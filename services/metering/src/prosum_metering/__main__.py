@@ -1,0 +1,3 @@
+from prosum_metering.entrypoints.cli import main
+
+main()

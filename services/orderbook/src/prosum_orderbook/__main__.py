@@ -1,0 +1,3 @@
+from prosum_orderbook.entrypoints.cli import main
+
+main()

@@ -1,0 +1,5 @@
+from alembic import context
+
+from prosum_platform.service.migrations import run_env
+
+run_env(context, "orderbook")

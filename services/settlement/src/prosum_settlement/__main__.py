@@ -1,0 +1,3 @@
+from prosum_settlement.entrypoints.cli import main
+
+main()
