@@ -1,0 +1,348 @@
+"""Events cross processes through the real broker exactly once: an outbox in one process, a
+consumer in another, with the relay killed between publish and mark-as-sent, with duplicated
+deliveries, and with messages that do not honour the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from prosum_contracts import Envelope, SchemaRegistry
+from prosum_platform.eventstore import (
+    EventStore,
+    NewEvent,
+    Transaction,
+    create_store_engine,
+    metadata,
+)
+from prosum_platform.messaging import (
+    EventConsumer,
+    HandlerOutcome,
+    KafkaConfig,
+    OutboxRelay,
+    Subscription,
+)
+from prosum_platform.runtime.tansu import TansuBroker
+
+pytestmark = [pytest.mark.kafka]
+REPO = Path(__file__).resolve().parents[3]
+WIDGET = "platformtest.widget_recorded"
+
+
+def _run(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _start_sink(db: str, tansu: TansuBroker, topic: str, expect: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.event_sink",
+            "--db",
+            db,
+            "--bootstrap",
+            tansu.bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            f"sink-{topic}",
+            "--expect",
+            str(expect),
+            "--settle",
+            "2.5",
+            "--timeout",
+            "90",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _sink_sequences(db: str) -> dict[str, list[int]]:
+    store = EventStore(create_store_engine(db))
+    seen: dict[str, list[int]] = defaultdict(list)
+    for event in store.read_all(limit=100_000):
+        seen[event.stream_id.removeprefix("sink-")].append(event.data["sequence"])
+    return seen
+
+
+def _widget(subject: str, sequence: int) -> Envelope:
+    return Envelope(
+        type=WIDGET,
+        schema_version=1,
+        source="identity",
+        subject=subject,
+        data={"widget_id": subject, "sequence": sequence, "amount": "2"},
+    )
+
+
+def _apply(envelope: Envelope, tx: Transaction) -> None:
+    stream = f"sink-{envelope.subject}"
+    tx.append(stream, tx.current_version(stream), [NewEvent("WidgetSeen", 1, dict(envelope.data))])
+
+
+@pytest.mark.slow
+def test_events_cross_processes_exactly_once_and_in_order_per_aggregate(
+    tansu: TansuBroker, tmp_path: Path
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    source_db, sink_db = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'sink.db'}"
+    sink = _start_sink(sink_db, tansu, topic, expect=200)
+    writer = _run(
+        "tests.support.outbox_writer",
+        "--db",
+        source_db,
+        "--bootstrap",
+        tansu.bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        "200",
+        "--subjects",
+        "7",
+    )
+    assert writer.returncode == 0, writer.stderr
+    out, err = sink.communicate(timeout=120)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats == {"applied": 200, "duplicates": 0, "dead_lettered": 0}, err[-2000:]
+    seen = _sink_sequences(sink_db)
+    for subject, sequences in seen.items():
+        assert sequences == sorted(sequences), f"{subject} out of order"
+    assert sorted(n for seqs in seen.values() for n in seqs) == list(range(200))
+
+
+@pytest.mark.slow
+def test_relay_killed_between_publish_and_mark_sent_loses_nothing_and_applies_once(
+    tansu: TansuBroker, tmp_path: Path
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    source_db, sink_db = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'sink.db'}"
+    sink = _start_sink(sink_db, tansu, topic, expect=50)
+    crashed = _run(
+        "tests.support.outbox_writer",
+        "--db",
+        source_db,
+        "--bootstrap",
+        tansu.bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        "50",
+        "--subjects",
+        "3",
+        env={"PROSUM_FAULTS": "relay.after_publish"},
+    )
+    assert crashed.returncode == 137, crashed.stderr
+    assert "fault injected at relay.after_publish" in crashed.stderr
+    store = EventStore(create_store_engine(source_db))
+    assert store.pending_outbox() == 50, "published but not marked: all rows still pending"
+
+    restarted = _run(
+        "tests.support.outbox_writer",
+        "--db",
+        source_db,
+        "--bootstrap",
+        tansu.bootstrap,
+        "--topic",
+        topic,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    assert store.pending_outbox() == 0
+    out, err = sink.communicate(timeout=120)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["applied"] == 50, err[-2000:]
+    assert stats["duplicates"] == 50, "every event arrived twice and was applied once"
+    seen = _sink_sequences(sink_db)
+    assert sorted(n for seqs in seen.values() for n in seqs) == list(range(50))
+
+
+async def _consume_dead_letters(
+    kafka: KafkaConfig, consumer_name: str, expect: int
+) -> list[dict[str, Any]]:
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await reader.start()
+    try:
+        partitions = reader.partitions_for_topic("prosum.deadletter") or set()
+        tps = [TopicPartition("prosum.deadletter", p) for p in partitions]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        found: list[dict[str, Any]] = []
+        for _ in range(40):
+            batch = await reader.getmany(timeout_ms=250)
+            for records in batch.values():
+                for record in records:
+                    headers = {k: v.decode() for k, v in record.headers}
+                    if headers.get("dlq.consumer") == consumer_name:
+                        found.append({"value": record.value, **headers})
+            if len(found) >= expect:
+                break
+        return found
+    finally:
+        await reader.stop()
+
+
+async def test_bad_messages_go_to_the_dead_letter_topic_and_the_consumer_keeps_going(
+    kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    name = f"dlq-test-{uuid.uuid4().hex[:6]}"
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{not json", key=b"w-1")
+        unknown = _widget("w-1", 1).to_dict() | {"type": "platformtest.no_such_thing"}
+        await producer.send_and_wait(topic, json.dumps(unknown).encode(), key=b"w-1")
+        invalid = _widget("w-1", 2).to_dict()
+        invalid["data"]["sequence"] = "two"
+        await producer.send_and_wait(topic, json.dumps(invalid).encode(), key=b"w-1")
+        await producer.send_and_wait(topic, None, key=b"w-1")
+        await producer.send_and_wait(topic, _widget("w-1", 3).to_bytes(), key=b"w-1")
+    finally:
+        await producer.stop()
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    metadata.create_all(engine)
+    store = EventStore(engine)
+    consumer = EventConsumer(name, store, registry, kafka, Subscription((topic,), {WIDGET: _apply}))
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if consumer.stats.applied == 1 and consumer.stats.dead_lettered == 4:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+        task.cancel()
+    assert (consumer.stats.applied, consumer.stats.dead_lettered) == (1, 4)
+    assert [e.data["sequence"] for e in store.load("sink-w-1")] == [3]
+
+    letters = await _consume_dead_letters(kafka, name, expect=4)
+    reasons = [letter["dlq.reason"] for letter in letters]
+    assert reasons == ["malformed", "unknown_type", "invalid", "malformed"]
+    assert "not JSON" in letters[0]["dlq.detail"]
+    assert "platformtest.no_such_thing" in letters[1]["dlq.detail"]
+    assert "sequence" in letters[2]["dlq.detail"]
+    assert all(letter["dlq.topic"] == topic for letter in letters)
+    assert letters[0]["value"] == b"{not json", "the original bytes are kept for inspection"
+
+
+async def test_the_same_message_delivered_twice_is_applied_once(
+    kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    metadata.create_all(engine)
+    store = EventStore(engine)
+    event = _widget("w-9", 7)
+
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        for _ in range(2):  # a producer retry or a relay restart: the same bytes twice
+            await producer.send_and_wait(topic, event.to_bytes(), key=b"w-9")
+    finally:
+        await producer.stop()
+    consumer = EventConsumer(
+        f"twice-{uuid.uuid4().hex[:6]}",
+        store,
+        registry,
+        kafka,
+        Subscription((topic,), {WIDGET: _apply}),
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if consumer.stats.applied + consumer.stats.duplicates == 2:
+                break
+            await asyncio.sleep(0.1)
+        # and once more, by hand, as a redelivery after a rebalance would
+        record = ConsumerRecord(
+            topic=topic,
+            partition=0,
+            offset=99,
+            timestamp=0,
+            timestamp_type=0,
+            key=b"w-9",
+            value=event.to_bytes(),
+            checksum=None,
+            serialized_key_size=3,
+            serialized_value_size=len(event.to_bytes()),
+            headers=(),
+        )
+        assert await consumer.process(record) is HandlerOutcome.DUPLICATE
+    finally:
+        await consumer.stop()
+        task.cancel()
+    assert (consumer.stats.applied, consumer.stats.duplicates) == (1, 2)
+    assert len(store.load("sink-w-9")) == 1
+
+
+async def test_relay_publishes_in_commit_order_with_the_subject_as_key(
+    kafka: KafkaConfig, store_url: str, registry: SchemaRegistry
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    engine = create_store_engine(store_url)
+    metadata.create_all(engine)
+    store = EventStore(engine, registry)
+    for n in range(30):
+        with store.transaction() as tx:
+            tx.enqueue(_widget(f"w-{n % 4}", n), topic)
+    relay = OutboxRelay(store, kafka)
+    await relay.start()
+    try:
+        assert await relay.publish_once() == 30
+        assert await relay.publish_once() == 0
+    finally:
+        await relay.stop()
+    assert store.pending_outbox() == 0
+
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        records = []
+        for _ in range(40):
+            batch = await reader.getmany(timeout_ms=250)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= 30:
+                break
+    finally:
+        await reader.stop()
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    partition_of: dict[bytes, set[int]] = defaultdict(set)
+    for record in records:
+        by_key[record.key].append(json.loads(record.value)["data"]["sequence"])
+        partition_of[record.key].add(record.partition)
+    assert sum(len(v) for v in by_key.values()) == 30
+    for key, sequences in by_key.items():
+        assert sequences == sorted(sequences)
+        assert len(partition_of[key]) == 1, f"{key!r} spread over partitions"
