@@ -51,6 +51,8 @@ def failing_checks(body: dict[str, Any] | None) -> str:
 def probe_ready(client: httpx.Client, url: str) -> Probe:
     try:
         response = client.get(f"{url}/ready")
+    except httpx.ConnectError:
+        return Probe(False, None, "not listening")
     except httpx.TimeoutException:
         return Probe(False, None, "no answer: timed out")
     except httpx.HTTPError as exc:

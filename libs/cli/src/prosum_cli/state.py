@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from prosum_cli.processes import ProcessRecord, is_ours
+from .processes import ProcessRecord, is_ours
 
 STATE_VERSION = 1
 

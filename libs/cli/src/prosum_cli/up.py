@@ -25,10 +25,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prosum_cli.probe import Probe, probe_all
-from prosum_cli.processes import ProcessRecord, identify, log_size, log_tail, stop_processes
-from prosum_cli.services import SERVICES, ServiceSpec
-from prosum_cli.state import (
+from prosum_platform.runtime.tansu import TansuBroker, start_tansu
+
+from .probe import Probe, probe_all
+from .processes import ProcessRecord, identify, log_size, log_tail, stop_processes
+from .services import SERVICES, ServiceSpec
+from .state import (
     BrokerRecord,
     PlatformState,
     ServiceRecord,
@@ -40,7 +42,6 @@ from prosum_cli.state import (
     try_lock,
     write_state,
 )
-from prosum_platform.runtime.tansu import TansuBroker, start_tansu
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,14 +51,13 @@ EXIT_INTERRUPTED = 130
 LOG_TAIL_LINES = 30
 STOP_GRACE_SECONDS = 10.0
 PROBE_TIMEOUT_SECONDS = 2.0
+# What a recorded pid's command line must still contain to be taken for ours.
+UP_MARKERS = ("prosum",)
 BROKER_MARKERS = ("broker", "--listener-url")
 
 
 def service_markers(spec: ServiceSpec) -> tuple[str, ...]:
     return (spec.package, "serve")
-
-
-UP_MARKERS = ("prosum",)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,6 @@ class StopSignals:
         self.last = signal.Signals(signum).name
         self.event.set()
 
-    @property
     def requested(self) -> bool:
         return self.event.is_set()
 
@@ -183,11 +182,11 @@ class Supervisor:
         self._save()
         if not self._start_broker():
             return EXIT_FAILED
-        if self.signals.requested:
+        if self.signals.requested():
             return self._interrupted()
         if not self._start_services():
             return EXIT_FAILED
-        if self.signals.requested:
+        if self.signals.requested():
             return self._interrupted()
         outcome, failures = self._wait_ready()
         if outcome == "interrupted":
@@ -257,7 +256,7 @@ class Supervisor:
     def _start_services(self) -> bool:
         base_env = self._service_env()
         for spec in SERVICES:
-            if self.signals.requested:
+            if self.signals.requested():
                 return True
             port = spec.port(self.options.base_port)
             log_path = logs_dir(self.data_dir) / f"{spec.name}.log"
@@ -342,7 +341,7 @@ class Supervisor:
                 for name in pending
             }
             while pending:
-                if self.signals.requested:
+                if self.signals.requested():
                     return "interrupted", []
                 dead = self._dead_children()
                 if dead:
@@ -385,8 +384,8 @@ class Supervisor:
     def _print_summary(self) -> None:
         table = Table(title="prosum platform", title_justify="left")
         table.add_column("service", style="bold")
-        table.add_column("URL")
-        table.add_column("API docs")
+        table.add_column("URL", overflow="fold")
+        table.add_column("API docs", overflow="fold")
         table.add_column("pid", justify="right")
         for s in self.services:
             table.add_row(s.spec.name, s.record.url, s.record.docs_url, str(s.popen.pid))
@@ -396,7 +395,7 @@ class Supervisor:
         self.console.print(f"Logs:            {logs_dir(self.data_dir)}")
 
     def _watch(self) -> int:
-        while not self.signals.requested:
+        while not self.signals.requested():
             dead = self._dead_children()
             if dead:
                 for failure in dead:

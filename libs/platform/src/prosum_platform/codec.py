@@ -7,6 +7,7 @@ Money and energy stay exact: ``Decimal`` is written as a string and read back as
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
@@ -44,16 +45,16 @@ def _decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
     if annotation is datetime:
         return datetime.fromisoformat
     if origin is tuple and args:
-        inner = _decoder_for(args[0])
-        if inner is None:
+        element = _decoder_for(args[0])
+        if element is None:
             return tuple
-        return lambda seq: tuple(inner(v) for v in seq)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        return lambda seq: tuple(element(v) for v in seq)
+    if origin in (typing.Union, types.UnionType) and args:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
-            inner = _decoder_for(non_none[0])
-            if inner is not None:
-                return lambda v: None if v is None else inner(v)
+            optional = _decoder_for(non_none[0])
+            if optional is not None:
+                return lambda v: None if v is None else optional(v)
     return None
 
 

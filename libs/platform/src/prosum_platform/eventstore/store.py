@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -29,6 +29,27 @@ from prosum_platform.eventstore.schema import (
 )
 
 TraceProvider = Callable[[], TraceContext]
+
+# Statements built once: SQLAlchemy then reuses their compiled form on every call, which is
+# most of the cost of a small transaction.
+_CURRENT_VERSION = select(func.max(events.c.version)).where(
+    events.c.stream_id == bindparam("stream_id")
+)
+_INSERT_EVENTS = insert(events).returning(events.c.position)
+_INSERT_OUTBOX = insert(outbox)
+_LOAD_STREAM = (
+    select(events)
+    .where(events.c.stream_id == bindparam("stream_id"), events.c.version > bindparam("after"))
+    .order_by(events.c.version)
+)
+_TRACK = {
+    "postgresql": postgresql.insert(processed_messages)
+    .on_conflict_do_nothing()
+    .returning(processed_messages.c.event_id),
+    "sqlite": sqlite.insert(processed_messages)
+    .on_conflict_do_nothing()
+    .returning(processed_messages.c.event_id),
+}
 
 
 def _now() -> datetime:
@@ -108,9 +129,7 @@ class Transaction:
 
     # -- event streams -------------------------------------------------------------------
     def current_version(self, stream_id: str) -> int:
-        found = self.conn.execute(
-            select(func.max(events.c.version)).where(events.c.stream_id == stream_id)
-        ).scalar()
+        found = self.conn.execute(_CURRENT_VERSION, {"stream_id": stream_id}).scalar()
         return int(found or 0)
 
     def append(
@@ -127,7 +146,7 @@ class Transaction:
         if actual != expected_version:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
         now = _now()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "stream_id": stream_id,
                 "version": expected_version + offset,
@@ -140,7 +159,7 @@ class Transaction:
             for offset, event in enumerate(new_events, start=1)
         ]
         try:
-            result = self.conn.execute(insert(events).returning(events.c.position), rows)
+            result = self.conn.execute(_INSERT_EVENTS, rows)
             positions = [row[0] for row in result]
         except IntegrityError:
             raise ConcurrencyConflict(stream_id, expected_version, None) from None
@@ -148,22 +167,18 @@ class Transaction:
             StoredEvent(
                 position=position,
                 stream_id=stream_id,
-                version=row["version"],
-                event_type=row["event_type"],
-                schema_version=row["schema_version"],
-                data=new_events[i].data,
-                meta=new_events[i].meta,
+                version=expected_version + offset,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                data=event.data,
+                meta=event.meta,
                 recorded_at=now,
             )
-            for i, (position, row) in enumerate(zip(positions, rows, strict=True))
+            for offset, (position, event) in enumerate(zip(positions, new_events, strict=True), 1)
         ]
 
     def load(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
-        result = self.conn.execute(
-            select(events)
-            .where(events.c.stream_id == stream_id, events.c.version > after_version)
-            .order_by(events.c.version)
-        )
+        result = self.conn.execute(_LOAD_STREAM, {"stream_id": stream_id, "after": after_version})
         return [_stored(row) for row in result]
 
     # -- snapshots -------------------------------------------------------------------------
@@ -206,14 +221,15 @@ class Transaction:
             **envelope.trace.as_dict(),
         }
         self.conn.execute(
-            insert(outbox).values(
-                event_id=envelope.event_id,
-                topic=topic,
-                message_key=envelope.subject,
-                payload=envelope.to_bytes(),
-                headers=_dumps(headers),
-                created_at=_now(),
-            )
+            _INSERT_OUTBOX,
+            {
+                "event_id": envelope.event_id,
+                "topic": topic,
+                "message_key": envelope.subject,
+                "payload": envelope.to_bytes(),
+                "headers": _dumps(headers),
+                "created_at": _now(),
+            },
         )
         self.enqueued += 1
         return envelope
@@ -226,10 +242,9 @@ class Transaction:
         caller must do nothing, and a concurrent duplicate waits on the row lock and then
         sees False.
         """
-        return self._insert_ignoring_conflict(
-            processed_messages,
-            {"consumer": consumer, "event_id": event_id, "processed_at": _now()},
-        )
+        statement = _TRACK[self.conn.dialect.name]
+        values = {"consumer": consumer, "event_id": event_id, "processed_at": _now()}
+        return self.conn.execute(statement, values).first() is not None
 
     def was_processed(self, consumer: str, event_id: str) -> bool:
         found = self.conn.execute(

@@ -20,6 +20,8 @@ class KafkaConfig:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     request_timeout_ms: int = 15000
+    # tansu answers a fetch only when the wait runs out, so a long wait is pure latency.
+    fetch_max_wait_ms: int = 50
 
     def producer(self) -> AIOKafkaProducer:
         # acks=all and no idempotence: tansu (and aiokafka's InitProducerId v0) cannot do

@@ -80,8 +80,9 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._producer = self._kafka.producer()
-        await self._producer.start()
+        producer = self._kafka.producer()
+        self._producer = producer
+        await producer.start()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -120,7 +121,8 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were acknowledged."""
         producer = self._producer
-        assert producer is not None, "relay not started"
+        if producer is None or self._stopping:
+            return 0
         rows: list[OutboxRow] = await anyio.to_thread.run_sync(self._store.unsent, self._batch_size)
         if not rows:
             return 0

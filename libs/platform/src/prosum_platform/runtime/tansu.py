@@ -29,9 +29,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def wait_for_port(host: str, port: int, timeout: float) -> bool:
+def wait_for_port(
+    host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """True once something listens on the port; False on timeout or if ``process`` died
+    (another program may hold the port, and its listener must not pass for ours)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return True
@@ -47,6 +53,7 @@ class TansuBroker:
     process: subprocess.Popen[bytes]
     host: str
     port: int
+    log_file: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -60,6 +67,8 @@ class TansuBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        if self.log_file is not None:
+            self.log_file.close()
 
 
 def start_tansu(
@@ -72,9 +81,10 @@ def start_tansu(
 ) -> TansuBroker:
     port = port or free_port(host)
     out: IO[bytes] | int
+    owned: IO[bytes] | None = None
     if isinstance(log, Path):
         log.parent.mkdir(parents=True, exist_ok=True)
-        out = log.open("ab")
+        out = owned = log.open("ab")
     elif log is None:
         out = subprocess.DEVNULL
     else:
@@ -97,7 +107,12 @@ def start_tansu(
         env=env,
         start_new_session=new_session,
     )
-    if not wait_for_port(host, port, startup_timeout):
+    if not wait_for_port(host, port, startup_timeout, process):
         process.kill()
-        raise RuntimeError(f"tansu did not listen on {host}:{port} within {startup_timeout}s")
-    return TansuBroker(process, host, port)
+        process.wait()
+        if owned is not None:
+            owned.close()
+        raise RuntimeError(
+            f"tansu did not start listening on {host}:{port} (exit code {process.returncode})"
+        )
+    return TansuBroker(process, host, port, owned)

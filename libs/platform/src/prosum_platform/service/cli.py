@@ -39,6 +39,7 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
         level=settings.runtime.log_level.upper(),
         format=f"%(asctime)s {definition.name} %(levelname)s %(name)s: %(message)s",
     )
+    settings.runtime.data_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "migrate":
         upgrade(definition.package, settings.database_url, args.revision)
         return 0
@@ -53,12 +54,15 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
 
     import uvicorn
 
-    settings.runtime.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database.migrate_on_start:
         upgrade(definition.package, settings.database_url)
     platform = build_platform(definition, settings)
     app = create_app(
-        definition, platform, run_relay=not args.no_relay, run_consumers=not args.no_consumers
+        definition,
+        platform,
+        run_relay=not args.no_relay,
+        run_consumers=not args.no_consumers,
+        on_shutdown=[platform.telemetry.shutdown, platform.engine.dispose],
     )
     port = args.port if args.port is not None else settings.http.port
     config = uvicorn.Config(
@@ -70,6 +74,4 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
         lifespan="on",
     )
     uvicorn.Server(config).run()
-    platform.telemetry.shutdown()
-    platform.engine.dispose()
     return 0

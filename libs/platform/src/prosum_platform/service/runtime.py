@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,23 +132,42 @@ class ServiceRuntime:
         self.started = False
 
     async def start(self) -> None:
-        settings = self.platform.settings
-        if settings.kafka.create_topics:
-            await self._with_broker_retry(
-                lambda: ensure_topics(self.platform.kafka, ALL_TOPICS, settings.kafka.partitions)
-            )
-        if self.run_relay:
+        """Start the background work without waiting for the broker.
+
+        The HTTP side must come up (and answer /health, and /ready with 503) even while Kafka
+        is down; the relay and consumers connect when it answers.
+        """
+        topics_ready = asyncio.Event()
+
+        async def prepare_topics() -> None:
+            settings = self.platform.settings
+            if settings.kafka.create_topics:
+                await self._with_broker_retry(
+                    lambda: ensure_topics(
+                        self.platform.kafka, ALL_TOPICS, settings.kafka.partitions
+                    )
+                )
+            topics_ready.set()
+
+        async def run_relay() -> None:
+            await topics_ready.wait()
             await self._with_broker_retry(self.relay.start)
-            self._spawn(self.relay.run(), "relay")
+            await self.relay.run()
+
+        self._spawn(prepare_topics(), "topics")
+        if self.run_relay:
+            self._spawn(run_relay(), "relay")
         for consumer in self.consumers:
-            self._spawn(self._run_consumer(consumer), f"consumer {consumer.name}")
+
+            async def run_consumer(consumer: EventConsumer = consumer) -> None:
+                await topics_ready.wait()
+                await self._with_broker_retry(consumer.start)
+                await consumer.run()
+
+            self._spawn(run_consumer(), f"consumer {consumer.name}")
         for worker in self.parts.background:
             self._spawn(worker(), getattr(worker, "__name__", "worker"))
         self.started = True
-
-    async def _run_consumer(self, consumer: EventConsumer) -> None:
-        await self._with_broker_retry(consumer.start)
-        await consumer.run()
 
     async def _with_broker_retry(self, step: Callable[[], Awaitable[None]]) -> None:
         delay = 0.2
@@ -174,18 +193,19 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
     async def stop(self) -> None:
-        for consumer in self.consumers:
-            await consumer.stop()
-        if self.run_relay:
-            await self.relay.stop()
+        # Cancel first (a task may still be connecting), then close every client.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._tasks.clear()
+        for consumer in self.consumers:
+            await consumer.stop()
+        if self.run_relay:
+            await self.relay.stop()
         for hook in self.parts.on_stop:
             await hook()
-        self._tasks.clear()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
@@ -232,7 +252,13 @@ def create_app(
     *,
     run_relay: bool = True,
     run_consumers: bool = True,
+    on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> FastAPI:
+    """The service's HTTP app; its lifespan runs the relay and consumers.
+
+    ``on_shutdown`` runs after they stopped (the CLI flushes telemetry and closes the pool
+    there: uvicorn re-raises the stop signal once it returns, so code after it never runs).
+    """
     parts = parts if parts is not None else definition.build(platform)
     runtime = ServiceRuntime(
         definition, platform, parts, run_relay=run_relay, run_consumers=run_consumers
@@ -245,6 +271,8 @@ def create_app(
             yield
         finally:
             await runtime.stop()
+            for hook in on_shutdown:
+                hook()
 
     app = FastAPI(
         title=definition.title,
