@@ -1,6 +1,6 @@
 """Settlement throughput of the EVM ledger backend on a fresh anvil.
 
-    uv run python bench/ledger_settle.py [--participants 200] [--seconds 15]
+    uv run python -m bench.ledger_settle [--participants 200] [--seconds 15]
 
 Starts anvil in a temporary folder, funds ``--participants`` prosumers, then settles batches
 of 1, 10, 100 and 500 trades one after the other (each batch one ``settle_batch`` command, as

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from prosum_contracts import SchemaRegistry
+from prosum_ledger.adapters.evm import AnvilNode
 from prosum_platform.messaging import KafkaConfig
 from prosum_platform.runtime.tansu import TansuBroker, start_tansu
 from tests.support.stores import PostgresServer, postgres_server
@@ -26,6 +27,21 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """A fresh anvil chain for the test session."""
+    from prosum_ledger.adapters.evm import start_anvil
+    from prosum_ledger.adapters.evm.anvil import free_port
+    from tests.support.evm import anvil_or_skip
+
+    anvil_or_skip()
+    node = start_anvil(tmp_path_factory.mktemp("anvil"), free_port())
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="session")
