@@ -10,25 +10,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 
 from prosum_ledger.adapters.evm import (
-    AnvilError,
     AnvilNode,
     EvmBackend,
     EvmConfig,
     KeyStore,
     KeyStoreError,
-    find_anvil,
     generate_encryption_key,
     start_anvil,
 )
 from prosum_ledger.adapters.evm.anvil import free_port
-from tests.support.evm import anvil_or_skip, make_config
 from prosum_ledger.domain.model import (
     PARTICIPANT_PERMISSIONS,
     PRODUCER_PERMISSIONS,
@@ -38,6 +33,7 @@ from prosum_ledger.domain.model import (
     ReasonCode,
     SettlementTrade,
 )
+from tests.support.evm import anvil_or_skip, make_config
 
 ROOT_HASH = "9f" * 32
 

@@ -18,7 +18,7 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData
 
 from prosum_contracts import SchemaRegistry
 from prosum_contracts.topics import ALL_TOPICS
@@ -71,6 +71,8 @@ class ServiceDefinition:
     description: str
     default_port: int
     build: Callable[[Platform], ServiceParts]
+    # The service's own tables beside the platform's, for schema checks against migrations.
+    tables: MetaData | None = None
 
 
 def build_platform(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prosum_ledger.application.ports import ChainBackend
-from prosum_ledger.domain.commands import CommandKind, LedgerCommand
+from prosum_ledger.domain.commands import CommandFailed, CommandKind, LedgerCommand
 from prosum_ledger.domain.model import (
     LedgerError,
     Permission,
@@ -104,7 +104,7 @@ def _trades(payload: dict[str, Any]) -> list[SettlementTrade]:
 
 def _failed_data(command: LedgerCommand, backend: str) -> dict[str, Any]:
     outcome = command.outcome
-    assert outcome is not None and hasattr(outcome, "reason")
+    assert isinstance(outcome, CommandFailed)
     data: dict[str, Any] = {
         "command_id": command.id,
         "command_type": command.kind.value if command.kind else "",
