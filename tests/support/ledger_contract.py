@@ -200,6 +200,13 @@ class ChainBackendContract:
         assert sum(b.energy_wh for b in mine) == 7_000
         assert sum(b.ecoin for b in mine) == 9_000 - 500
 
+    def test_many_balances_are_read_at_once(self, chain: Any) -> None:
+        a = self.onboard(chain, ecoin=11)
+        b = self.onboard(chain, energy=22)
+        stranger = uid("nobody")
+        found = chain.balances_many([a, b, stranger])
+        assert found == {a: Balances(0, 11), b: Balances(22, 0), stranger: Balances(0, 0)}
+
     def test_the_chain_grows(self, chain: Any) -> None:
         start = chain.height()
         self.onboard(chain, ecoin=1)

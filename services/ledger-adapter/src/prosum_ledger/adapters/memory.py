@@ -219,9 +219,12 @@ class InMemoryChain:
             return trade_id in self._settled
 
     def balances(self, participant_id: str) -> Balances:
+        """Zero for an id the chain has never seen, as on the real chains."""
         with self._lock:
-            self._known(participant_id)
-            return Balances(self._energy[participant_id], self._ecoin[participant_id])
+            return Balances(self._energy.get(participant_id, 0), self._ecoin.get(participant_id, 0))
+
+    def balances_many(self, participant_ids: Sequence[str]) -> dict[str, Balances]:
+        return {p: self.balances(p) for p in participant_ids}
 
     def total_supply(self) -> Balances:
         with self._lock:

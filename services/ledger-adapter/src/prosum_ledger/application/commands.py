@@ -268,12 +268,17 @@ class CommandExecutor:
                 )
 
     def _balances(self, command: LedgerCommand) -> Iterator[tuple[str, int, int]]:
-        for participant in affected_participants(command):
-            try:
-                balances = self._backend.balances(participant)
-            except LedgerError:
-                continue
-            yield participant, balances.energy_wh, balances.ecoin
+        participants = affected_participants(command)
+        if not participants:
+            return
+        try:
+            balances = self._backend.balances_many(participants)
+        except LedgerError as error:
+            # The outcome stands; balances are re-read with the participant's next command.
+            log.warning("ledger: balances after %s unavailable: %s", command.id, error)
+            return
+        for participant, held in balances.items():
+            yield participant, held.energy_wh, held.ecoin
 
 
 def affected_participants(command: LedgerCommand) -> Sequence[str]:

@@ -160,6 +160,27 @@ class _Rpc:
             )
         return response.get("result")
 
+    def batch(self, method: str, params: Sequence[Sequence[Any]]) -> list[Any]:
+        """Many calls of one method in one HTTP round trip; results in order."""
+        requests = [(RPCEndpoint(method), list(p)) for p in params]
+        try:
+            responses = self._provider.make_batch_request(requests)
+        except (OSError, ProviderConnectionError) as exc:
+            raise LedgerError(
+                ReasonCode.CHAIN_UNAVAILABLE, f"{method} batch: {type(exc).__name__}: {exc}"
+            ) from exc
+        raw: Any = responses
+        if isinstance(raw, dict):  # the node refused the batch as a whole
+            raise _RpcError(method, 0, str(raw.get("error")), None)
+        results = []
+        for response in sorted(raw, key=lambda r: int(r["id"])):
+            error: Any = response.get("error")
+            if error is not None:
+                message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+                raise _RpcError(method, 0, message, None)
+            results.append(response.get("result"))
+        return results
+
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
@@ -456,6 +477,29 @@ class EvmBackend:
             return Balances(energy_wh=0, ecoin=0)
         energy, ecoin = self._view("balanceOf", address)
         return Balances(energy_wh=energy, ecoin=ecoin)
+
+    def balances_many(self, participant_ids: Sequence[str]) -> dict[str, Balances]:
+        """One JSON-RPC batch of ``balanceOf`` calls instead of a round trip per participant."""
+        out = {p: Balances(energy_wh=0, ecoin=0) for p in participant_ids}
+        known = [(p, a) for p in participant_ids if (a := self._keys.address(p)) is not None]
+        if not known:
+            return out
+        ledger = self._ledger()
+        calls = [
+            [{"to": ledger, "data": _hex(self._abi.encode_call("balanceOf", a))}, "latest"]
+            for _p, a in known
+        ]
+        for attempt in range(3):
+            try:
+                results = self._rpc.batch("eth_call", calls)
+                break
+            except _RpcError as exc:
+                if "BlockOutOfRange" not in exc.message or attempt == 2:
+                    raise LedgerError(ReasonCode.CHAIN_REJECTED, exc.message) from exc
+        for (participant, _address), result in zip(known, results, strict=True):
+            energy, ecoin = self._abi.decode_result("balanceOf", as_bytes(result))
+            out[participant] = Balances(energy_wh=energy, ecoin=ecoin)
+        return out
 
     def total_supply(self) -> Balances:
         energy, ecoin = self._view("totalSupply")
