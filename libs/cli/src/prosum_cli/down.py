@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .chain import CHAIN_LABEL
 from .processes import ProcessRecord, is_ours, signal_process, stop_processes, wait_gone
 from .state import StateError, read_state, remove_state, state_path
 
@@ -16,9 +17,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 # `up` itself needs up to 10 s for the services' grace period, a few more to SIGKILL and reap
-# them, and up to 10 s for the broker.
-UP_EXIT_TIMEOUT_SECONDS = 30.0
+# them, up to 20 s for the chain and up to 10 s for the broker.
+UP_EXIT_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+# anvil writes its whole state file when it stops; give it time before SIGKILL loses the tail.
+CHAIN_STOP_GRACE_SECONDS = 20.0
 
 
 def run_down(data_dir: Path, console: Console) -> int:
@@ -36,6 +39,8 @@ def run_down(data_dir: Path, console: Console) -> int:
         return EXIT_OK
 
     labels: dict[int, str] = {s.process.pid: s.name for s in state.services}
+    if state.chain is not None:
+        labels[state.chain.process.pid] = CHAIN_LABEL
     if state.broker is not None:
         labels[state.broker.process.pid] = "kafka (tansu)"
     outcome: dict[int, str] = {}
@@ -59,12 +64,13 @@ def run_down(data_dir: Path, console: Console) -> int:
 
     survivors: list[ProcessRecord] = []
     with console.status("Stopping the platform…"):
-        # Services first: they are the broker's clients.
-        for group in (
-            [s.process for s in state.services],
-            [state.broker.process] if state.broker else [],
+        # Services first: they are the clients of the chain and the broker.
+        for group, grace in (
+            ([s.process for s in state.services], STOP_GRACE_SECONDS),
+            ([state.chain.process] if state.chain else [], CHAIN_STOP_GRACE_SECONDS),
+            ([state.broker.process] if state.broker else [], STOP_GRACE_SECONDS),
         ):
-            result = stop_processes(group, grace=STOP_GRACE_SECONDS)
+            result = stop_processes(group, grace=grace)
             for record in result.stopped:
                 outcome[record.pid] = "SIGTERM"
             for record in result.killed:

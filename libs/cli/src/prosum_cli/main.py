@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .services import DEFAULT_BASE_PORT, DEFAULT_KAFKA_PORT
+from .services import DEFAULT_BASE_PORT, DEFAULT_CHAIN_PORT, DEFAULT_KAFKA_PORT
 
 app = typer.Typer(
     name="prosum",
@@ -52,14 +52,20 @@ def up(
         int,
         typer.Option(min=1, max=65530, help="Services listen on base+1 … base+5."),
     ] = DEFAULT_BASE_PORT,
+    chain_port: Annotated[
+        int,
+        typer.Option(min=1, max=65535, help="Port of the development chain (anvil), on 127.0.0.1."),
+    ] = DEFAULT_CHAIN_PORT,
     detach: Annotated[
         bool, typer.Option("--detach", help="Return once ready, leaving everything running.")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(min=1.0, help="Seconds to wait for every service to be ready.")
+        float,
+        typer.Option(min=1.0, help="Seconds to wait for the chain and every service to be ready."),
     ] = 120.0,
 ) -> None:
-    """Start the Kafka broker and the five services, and wait until all are ready.
+    """Start the Kafka broker, the development chain and the five services; wait until all are
+    ready.
 
     Stays in the foreground and stops everything on Ctrl-C, unless --detach is given.
     """
@@ -70,6 +76,7 @@ def up(
         host=host,
         kafka_port=kafka_port,
         base_port=base_port,
+        chain_port=chain_port,
         detach=detach,
         timeout=timeout,
     )

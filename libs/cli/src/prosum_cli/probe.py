@@ -18,15 +18,32 @@ class Probe:
     body: dict[str, Any] | None = None
 
     @property
-    def chain(self) -> str | None:
-        """The ledger adapter's chain check, e.g. ``not_configured``; None for other services."""
+    def chain_check(self) -> dict[str, Any] | None:
+        """The ledger adapter's chain check from its /ready body; None for other services."""
         check = _checks(self.body).get("chain")
-        if not isinstance(check, dict):
-            return None
-        status = check.get("status")
-        if isinstance(status, str):
-            return status
-        return "ok" if check.get("ok") else "failing"
+        return check if isinstance(check, dict) else None
+
+    @property
+    def chain(self) -> str | None:
+        """The chain check in brief, e.g. ``evm, height 12``; None for other services."""
+        return describe_chain_check(self.chain_check)
+
+
+def describe_chain_check(check: dict[str, Any] | None) -> str | None:
+    if check is None:
+        return None
+    parts: list[str] = []
+    for key in ("backend", "status"):
+        value = check.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+    height = check.get("height")
+    if isinstance(height, int):
+        parts.append(f"height {height}")
+    if check.get("ok") is False:
+        why = check.get("error") or check.get("detail") or "failing"
+        parts.append(_shorten(str(why), 60))
+    return ", ".join(parts) if parts else ("ok" if check.get("ok") else "failing")
 
 
 def _checks(body: dict[str, Any] | None) -> dict[str, Any]:

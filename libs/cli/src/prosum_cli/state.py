@@ -109,6 +109,47 @@ class BrokerRecord:
 
 
 @dataclass
+class ChainRecord:
+    """The development chain: its launcher's process (anvil runs in the same process group)."""
+
+    host: str
+    port: int
+    chain_id: int
+    state_dir: str
+    log: str
+    process: ProcessRecord
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "rpc_url": self.rpc_url,
+            "chain_id": self.chain_id,
+            "state_dir": self.state_dir,
+            "pid": self.process.pid,
+            "log": self.log,
+            "process": self.process.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ChainRecord:
+        if not isinstance(data, dict):
+            raise ValueError("the chain record must be an object")
+        return cls(
+            host=_str(data, "host"),
+            port=_int(data, "port"),
+            chain_id=_int(data, "chain_id"),
+            state_dir=_str(data, "state_dir"),
+            log=_str(data, "log"),
+            process=ProcessRecord.from_json(data.get("process")),
+        )
+
+
+@dataclass
 class PlatformState:
     data_dir: str
     started_at: str
@@ -116,11 +157,15 @@ class PlatformState:
     detached: bool = False
     ready: bool = False
     broker: BrokerRecord | None = None
+    chain: ChainRecord | None = None
     services: list[ServiceRecord] = field(default_factory=list)
 
     def children(self) -> list[ProcessRecord]:
-        """Everything ``up`` started, services before the broker they depend on."""
+        """Everything ``up`` started, in the order to stop it: services, then the chain and the
+        broker they use."""
         found = [s.process for s in self.services]
+        if self.chain is not None:
+            found.append(self.chain.process)
         if self.broker is not None:
             found.append(self.broker.process)
         return found
@@ -138,6 +183,7 @@ class PlatformState:
             "detached": self.detached,
             "ready": self.ready,
             "broker": self.broker.to_json() if self.broker else None,
+            "chain": self.chain.to_json() if self.chain else None,
             "services": [s.to_json() for s in self.services],
         }
 
@@ -151,6 +197,7 @@ class PlatformState:
         if not isinstance(services, list):
             raise ValueError("services must be a list")
         broker = data.get("broker")
+        chain = data.get("chain")  # absent in the files of runs from before the chain
         return cls(
             data_dir=_str(data, "data_dir"),
             started_at=_str(data, "started_at"),
@@ -158,6 +205,7 @@ class PlatformState:
             detached=bool(data.get("detached", False)),
             ready=bool(data.get("ready", False)),
             broker=BrokerRecord.from_json(broker) if broker is not None else None,
+            chain=ChainRecord.from_json(chain) if chain is not None else None,
             services=[ServiceRecord.from_json(s) for s in services],
         )
 

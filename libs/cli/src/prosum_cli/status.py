@@ -12,7 +12,8 @@ from rich.table import Table
 
 from prosum_platform.runtime.tansu import wait_for_port
 
-from .probe import Probe, probe_all
+from .chain import CHAIN_LABEL, block_number
+from .probe import Probe, describe_chain_check, probe_all
 from .processes import is_ours
 from .services import SERVICES
 from .state import PlatformState, StateError, read_state
@@ -34,23 +35,55 @@ def _service_rows(state: PlatformState) -> list[dict[str, Any]]:
             continue
         probe = probes.get(spec.name, Probe(False, None, "not probed"))
         body = probe.body or {}
-        rows.append(
-            {
-                "name": spec.name,
-                "started": True,
-                "pid": record.process.pid,
-                "alive": is_ours(record.process),
-                "url": record.url,
-                "docs_url": record.docs_url,
-                "ready": probe.ready,
-                "status_code": probe.status_code,
-                "reason": probe.reason,
-                "chain": probe.chain,
-                "checks": body.get("checks"),
-                "log": record.log,
-            }
-        )
+        row: dict[str, Any] = {
+            "name": spec.name,
+            "started": True,
+            "pid": record.process.pid,
+            "alive": is_ours(record.process),
+            "url": record.url,
+            "docs_url": record.docs_url,
+            "ready": probe.ready,
+            "status_code": probe.status_code,
+            "reason": probe.reason,
+            "chain": probe.chain,
+            "checks": body.get("checks"),
+            "log": record.log,
+        }
+        if spec.uses_chain:
+            row["chain_check"] = probe.chain_check
+        rows.append(row)
     return rows
+
+
+def _chain_report(state: PlatformState, services: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if state.chain is None:
+        return None
+    chain = state.chain
+    alive = is_ours(chain.process)
+    height = block_number(chain.rpc_url, timeout=2.0) if alive else None
+    # What the chain's client, the ledger adapter, reports about it in its /ready.
+    seen: dict[str, Any] | None = None
+    for row in services:
+        check = row.get("chain_check")
+        if isinstance(check, dict):
+            seen = {
+                "service": row["name"],
+                "ok": check.get("ok"),
+                "backend": check.get("backend"),
+                "height": check.get("height"),
+                "summary": describe_chain_check(check),
+            }
+    return {
+        "rpc_url": chain.rpc_url,
+        "chain_id": chain.chain_id,
+        "pid": chain.process.pid,
+        "alive": alive,
+        "answering": height is not None,
+        "height": height,
+        "state_dir": chain.state_dir,
+        "log": chain.log,
+        "seen_by_service": seen,
+    }
 
 
 def _report(state: PlatformState) -> dict[str, Any]:
@@ -63,6 +96,7 @@ def _report(state: PlatformState) -> dict[str, Any]:
             "listening": wait_for_port(state.broker.host, state.broker.port, 0.5),
         }
     services = _service_rows(state)
+    chain = _chain_report(state, services)
     return {
         "running": True,
         "data_dir": state.data_dir,
@@ -71,6 +105,7 @@ def _report(state: PlatformState) -> dict[str, Any]:
         "startup_complete": state.ready,
         "up": {"pid": state.up.pid, "alive": is_ours(state.up)},
         "broker": broker,
+        "chain": chain,
         "services": services,
         "all_ready": all(s["ready"] for s in services),
     }
@@ -112,6 +147,22 @@ def _print(report: dict[str, Any], console: Console) -> None:
         )
     else:
         table.add_row("kafka (tansu)", "-", _yes_no(False), _yes_no(False), "not started", "")
+    chain = report["chain"]
+    if chain is not None:
+        details = [f"height {chain['height']}" if chain["answering"] else "not answering"]
+        seen = chain["seen_by_service"]
+        if seen is not None:
+            details.append(f"{seen['service']} sees: {seen['summary']}")
+        table.add_row(
+            CHAIN_LABEL,
+            str(chain["pid"]),
+            _yes_no(chain["alive"]),
+            _yes_no(chain["answering"]),
+            "; ".join(details),
+            chain["rpc_url"],
+        )
+    else:
+        table.add_row(CHAIN_LABEL, "-", _yes_no(False), _yes_no(False), "not started", "")
     for row in report["services"]:
         if not row["started"]:
             table.add_row(row["name"], "-", _yes_no(False), _yes_no(False), row["reason"], "")
@@ -128,6 +179,8 @@ def _print(report: dict[str, Any], console: Console) -> None:
             row["url"],
         )
     console.print(table)
+    if chain is not None:
+        console.print(f"Chain state: {chain['state_dir']}")
     ready = sum(1 for row in report["services"] if row["ready"])
     if report["all_ready"]:
         console.print(f"[bold green]All {ready} services are ready.[/]")

@@ -1,4 +1,5 @@
-"""``prosum up``: start the broker and the five services, wait until they are ready, supervise.
+"""``prosum up``: start the broker, the development chain and the five services, wait until they
+are ready, supervise.
 
 Signals only set a flag (``StopSignals``); every loop here polls it. That way a Ctrl-C never
 lands half-way through starting a process, and whatever was started is always stopped.
@@ -27,11 +28,22 @@ from rich.table import Table
 
 from prosum_platform.runtime.tansu import TansuBroker, start_tansu
 
+from .chain import (
+    CHAIN_LABEL,
+    CHAIN_MARKERS,
+    block_number,
+    chain_command,
+    chain_dir,
+    chain_env,
+    chain_log,
+    rpc_url,
+)
 from .probe import Probe, probe_all
 from .processes import ProcessRecord, identify, log_size, log_tail, stop_processes
-from .services import SERVICES, ServiceSpec
+from .services import CHAIN_HOST, DEV_CHAIN_ID, SERVICES, ServiceSpec
 from .state import (
     BrokerRecord,
+    ChainRecord,
     PlatformState,
     ServiceRecord,
     StateError,
@@ -50,6 +62,8 @@ EXIT_INTERRUPTED = 130
 
 LOG_TAIL_LINES = 30
 STOP_GRACE_SECONDS = 10.0
+# anvil writes its whole state file when it stops; give it time before SIGKILL loses the tail.
+CHAIN_STOP_GRACE_SECONDS = 20.0
 PROBE_TIMEOUT_SECONDS = 2.0
 # What a recorded pid's command line must still contain to be taken for ours.
 UP_MARKERS = ("prosum",)
@@ -66,6 +80,7 @@ class UpOptions:
     host: str
     kafka_port: int
     base_port: int
+    chain_port: int
     detach: bool
     timeout: float
 
@@ -136,6 +151,15 @@ class RunningService:
     last_probe: Probe | None = None
 
 
+@dataclass
+class RunningChain:
+    popen: subprocess.Popen[bytes]
+    record: ChainRecord
+    log_path: Path
+    log_offset: int
+    height: int | None = None
+
+
 @dataclass(frozen=True)
 class Failure:
     what: str
@@ -160,7 +184,9 @@ class Supervisor:
         self.broker: TansuBroker | None = None
         self.broker_log = logs_dir(data_dir) / "tansu.log"
         self.broker_log_offset = 0
+        self.chain: RunningChain | None = None
         self.keep_running = False
+        self.deadline = 0.0
         self.state = PlatformState(
             data_dir=str(data_dir),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -179,11 +205,18 @@ class Supervisor:
                 self.signals.restore()
 
     def _run(self) -> int:
+        # One deadline for the whole start, chain and services alike.
+        self.deadline = time.monotonic() + self.options.timeout
         self._save()
         if not self._start_broker():
             return EXIT_FAILED
         if self.signals.requested():
             return self._interrupted()
+        chain = self._start_chain()
+        if chain == "interrupted":
+            return self._interrupted()
+        if chain == "failed":
+            return EXIT_FAILED
         if not self._start_services():
             return EXIT_FAILED
         if self.signals.requested():
@@ -243,6 +276,83 @@ class Supervisor:
         self.console.print(f"[green]✓[/] Kafka broker (tansu) listening on {self.bootstrap}")
         return True
 
+    def _start_chain(self) -> WaitOutcome:
+        """Start the development chain and wait until it answers ``eth_blockNumber``."""
+        port = self.options.chain_port
+        log_path = chain_log(self.data_dir)
+        state_dir = chain_dir(self.data_dir)
+        url = rpc_url(port)
+        command = chain_command(self.data_dir, port)
+        try:
+            with log_path.open("ab") as log:
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                log.write(f"--- prosum up {stamp}: {' '.join(command)}\n".encode())
+                log.flush()
+                offset = log.tell()
+                popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    # Its own process group, which anvil (its child) shares: stopping the group
+                    # stops both, and a Ctrl-C in the terminal reaches neither directly.
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            self._report(
+                Failure(CHAIN_LABEL, f"could not be started: {exc}", log_path, log_size(log_path))
+            )
+            return "failed"
+        record = ChainRecord(
+            host=CHAIN_HOST,
+            port=port,
+            chain_id=DEV_CHAIN_ID,
+            state_dir=str(state_dir),
+            log=str(log_path),
+            process=identify(popen.pid, CHAIN_MARKERS),
+        )
+        self.chain = RunningChain(popen, record, log_path, offset)
+        self.state.chain = record
+        self._save()
+        started = time.monotonic()
+        describe = f"Starting the development chain (anvil) at {url}, state in {state_dir}"
+        with self.console.status(f"{describe}…") as progress:
+            while True:
+                if self.signals.requested():
+                    return "interrupted"
+                if popen.poll() is not None:
+                    self._report(
+                        Failure(
+                            CHAIN_LABEL, f"exited with code {popen.returncode}", log_path, offset
+                        )
+                    )
+                    return "failed"
+                height = block_number(url, timeout=PROBE_TIMEOUT_SECONDS)
+                if height is not None:
+                    self.chain.height = height
+                    break
+                if time.monotonic() >= self.deadline:
+                    self._report(
+                        Failure(
+                            CHAIN_LABEL,
+                            f"did not answer eth_blockNumber at {url} within "
+                            f"{self.options.timeout:g} s",
+                            log_path,
+                            offset,
+                        )
+                    )
+                    return "failed"
+                progress.update(
+                    f"{describe}… {time.monotonic() - started:.0f} s, waiting for eth_blockNumber"
+                )
+                self.signals.pause(0.2)
+        self.console.print(
+            f"[green]✓[/] Development chain (anvil) answering at {url} "
+            f"(chain id {DEV_CHAIN_ID}, height {height})"
+        )
+        return "ready"
+
     def _service_env(self) -> dict[str, str]:
         return {
             **os.environ,
@@ -271,6 +381,8 @@ class Supervisor:
                 self.host,
             ]
             env = {**base_env, "PROSUM_DB_URL": f"sqlite:///{self.data_dir / spec.name}.db"}
+            if spec.uses_chain:
+                env.update(chain_env(self.options.chain_port))
             try:
                 with log_path.open("ab") as log:
                     stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -314,6 +426,15 @@ class Supervisor:
             for s in self.services
             if s.popen.poll() is not None
         ]
+        if self.chain is not None and self.chain.popen.poll() is not None:
+            failures.append(
+                Failure(
+                    CHAIN_LABEL,
+                    f"exited with code {self.chain.popen.returncode}",
+                    self.chain.log_path,
+                    self.chain.log_offset,
+                )
+            )
         if self.broker is not None and self.broker.process.poll() is not None:
             failures.append(
                 Failure(
@@ -326,7 +447,7 @@ class Supervisor:
         return failures
 
     def _wait_ready(self) -> tuple[WaitOutcome, list[Failure]]:
-        deadline = time.monotonic() + self.options.timeout
+        deadline = self.deadline
         progress = Progress(
             SpinnerColumn(finished_text="[green]✓[/]"),
             TextColumn("{task.description}"),
@@ -389,8 +510,15 @@ class Supervisor:
         table.add_column("pid", justify="right")
         for s in self.services:
             table.add_row(s.spec.name, s.record.url, s.record.docs_url, str(s.popen.pid))
+        if self.chain is not None:
+            table.add_row(CHAIN_LABEL, self.chain.record.rpc_url, "", str(self.chain.popen.pid))
         self.console.print(table)
         self.console.print(f"Kafka bootstrap: {self.bootstrap}")
+        if self.chain is not None:
+            self.console.print(
+                f"Chain:           {self.chain.record.rpc_url} (chain id {DEV_CHAIN_ID})"
+            )
+            self.console.print(f"Chain state:     {self.chain.record.state_dir}")
         self.console.print(f"Data dir:        {self.data_dir}")
         self.console.print(f"Logs:            {logs_dir(self.data_dir)}")
 
@@ -435,6 +563,22 @@ class Supervisor:
                     # Reap our children so that none lingers as a zombie.
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         s.popen.wait(timeout=1.0)
+            if self.chain is not None:
+                # After the services (the ledger adapter is its client), before the broker.
+                chain = self.chain
+                result = stop_processes(
+                    [chain.record.process],
+                    grace=CHAIN_STOP_GRACE_SECONDS,
+                    should_hurry=lambda: self.signals.count > signals_before,
+                )
+                survivors.extend(result.survivors)
+                if result.killed:
+                    self.console.print(
+                        f"[yellow]{CHAIN_LABEL} (pid {chain.popen.pid}) outlived SIGTERM; "
+                        "killed (its last seconds of state may be lost)[/]"
+                    )
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    chain.popen.wait(timeout=1.0)
             if self.broker is not None:
                 self.broker.stop()
         if survivors:
@@ -450,10 +594,17 @@ class Supervisor:
 def run_up(options: UpOptions, console: Console) -> int:
     data_dir = options.data_dir.expanduser().resolve()
     ports = {spec.name: spec.port(options.base_port) for spec in SERVICES}
+    service_range = f"{min(ports.values())}-{max(ports.values())}"
     if options.kafka_port in ports.values():
         console.print(
             f"[red]--kafka-port {options.kafka_port} collides with a service port "
-            f"({min(ports.values())}-{max(ports.values())}).[/]"
+            f"({service_range}).[/]"
+        )
+        return EXIT_REFUSED
+    if options.chain_port in ports.values() or options.chain_port == options.kafka_port:
+        console.print(
+            f"[red]--chain-port {options.chain_port} collides with the Kafka port "
+            f"({options.kafka_port}) or a service port ({service_range}).[/]"
         )
         return EXIT_REFUSED
     try:
@@ -490,10 +641,13 @@ def run_up(options: UpOptions, console: Console) -> int:
             for name, port in [("kafka", options.kafka_port), *ports.items()]
             if not port_free(options.host, port)
         ]
+        if not port_free(CHAIN_HOST, options.chain_port):
+            # The chain listens on the loopback interface whatever --host says.
+            busy.append(f"{CHAIN_HOST}:{options.chain_port} (chain)")
         if busy:
             console.print(
                 f"[red]Port(s) already in use on {options.host}: {', '.join(busy)}.[/] "
-                "Choose others with --base-port / --kafka-port."
+                "Choose others with --base-port / --kafka-port / --chain-port."
             )
             return EXIT_REFUSED
         return Supervisor(options, data_dir, console).run()
