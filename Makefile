@@ -29,7 +29,7 @@ format:
 	$(UV) run ruff check --fix .
 
 typecheck:
-	$(UV) run mypy -p prosum_contracts -p prosum_platform -p prosum_cli -p prosum_identity \
+	$(UV) run mypy -p prosum_contracts -p prosum_platform -p prosum_auth -p prosum_cli -p prosum_identity \
 		-p prosum_metering -p prosum_orderbook -p prosum_settlement -p prosum_ledger
 
 imports:
