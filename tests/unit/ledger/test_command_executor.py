@@ -261,3 +261,35 @@ def test_an_unreachable_chain_leaves_the_command_open_until_it_answers(log: Fake
     executor.run_open()
     assert [kind for kind, _ in log.outcomes("topup")] == [CONFIRMED]
     assert chain.balances("buyer").ecoin == 7
+
+
+def test_a_balance_report_answers_with_the_chain_balances_and_no_transaction(
+    log: FakeCommandLog, chain: InMemoryChain
+) -> None:
+    onboard(log, "seller", producer=True)
+    send(
+        log,
+        CommandKind.MINT_ENERGY,
+        command_id="mint",
+        participant_id="seller",
+        amount_wh=42,
+        evidence_hash=HASH,
+    )
+    executor = CommandExecutor(log.unit, chain)
+    executor.run_open()
+    height = chain.height()
+    send(
+        log,
+        CommandKind.REPORT_BALANCES,
+        command_id="report-1",
+        participant_ids=["seller", "nobody"],
+    )
+    executor.run_open()
+    assert chain.height() == height
+    [report] = [data for kind, _s, data in log.published if kind == "ledger.balances_reported"]
+    assert report["balances"] == [
+        {"participant_id": "seller", "energy_wh": 42, "ecoin": 0},
+        {"participant_id": "nobody", "energy_wh": 0, "ecoin": 0},
+    ]
+    assert report["total_supply"] == {"energy_wh": 42, "ecoin": 0}
+    assert report["block"] == height

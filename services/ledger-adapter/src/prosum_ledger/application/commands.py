@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CONFIRMED = "ledger.command_confirmed"
 FAILED = "ledger.command_failed"
 BALANCE_CHANGED = "ledger.balance_changed"
+BALANCES_REPORTED = "ledger.balances_reported"
 
 
 class CommandLog(Protocol):
@@ -158,6 +159,9 @@ class CommandExecutor:
             command.start_submission()
             log_.save(command)
 
+        if command.kind is CommandKind.REPORT_BALANCES:
+            # A query, not a transaction: nothing to reconcile, the answer is the report.
+            return self._report_balances(command)
         execution: Execution | None = None
         if reconcile:
             execution = self._reconcile(command)
@@ -214,6 +218,36 @@ class CommandExecutor:
         if kind is CommandKind.ANCHOR_HASH:
             return Execution(backend.anchor(cid, p["root"], p.get("reference", "")))
         raise LedgerError(ReasonCode.INVALID_COMMAND, f"unknown command kind {kind}")
+
+    def _report_balances(self, command: LedgerCommand) -> bool:
+        try:
+            height = self._backend.height()
+            balances = self._backend.balances_many(command.payload["participant_ids"])
+            supply = self._backend.total_supply()
+        except LedgerError as error:
+            if error.reason is ReasonCode.CHAIN_UNAVAILABLE:
+                return False
+            self._record_failure(command.id, error)
+            return True
+        with self._uow() as log_:
+            current = log_.get(command.id)
+            assert current is not None
+            current.confirm("none", height, 0)
+            log_.save(current)
+            log_.publish(
+                BALANCES_REPORTED,
+                command.id,
+                {
+                    "command_id": command.id,
+                    "block": height,
+                    "balances": [
+                        {"participant_id": p, "energy_wh": b.energy_wh, "ecoin": b.ecoin}
+                        for p, b in balances.items()
+                    ],
+                    "total_supply": {"energy_wh": supply.energy_wh, "ecoin": supply.ecoin},
+                },
+            )
+        return True
 
     def _record_failure(self, command_id: str, error: LedgerError) -> None:
         with self._uow() as log_:

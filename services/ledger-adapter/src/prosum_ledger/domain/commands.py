@@ -26,6 +26,7 @@ class CommandKind(StrEnum):
     BURN_ECOIN = "ledger.burn_ecoin"
     SETTLE_TRADES = "ledger.settle_trades"
     ANCHOR_HASH = "ledger.anchor_hash"
+    REPORT_BALANCES = "ledger.report_balances"
 
 
 class CommandStatus(StrEnum):
