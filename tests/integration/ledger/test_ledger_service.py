@@ -202,14 +202,19 @@ async def test_commands_settle_on_chain_and_the_outcomes_and_balances_agree(
         for command_id in setup:
             [outcome] = await events.wait_for(outcome_of(command_id))
             assert json.loads(outcome.value)["type"] == "ledger.command_confirmed"
-        await publish(kafka, LEDGER_COMMANDS, [settle, settle, unaffordable, burn])
+        # Kafka orders commands per key only (one partition each), so a command that depends
+        # on an earlier one's effect is sent after that one's outcome, as settlement does.
+        await publish(kafka, LEDGER_COMMANDS, [settle, settle])
         [confirmed] = await events.wait_for(outcome_of(f"batch-{tag}"))
+        await publish(kafka, LEDGER_COMMANDS, [unaffordable, burn])
         [failed] = await events.wait_for(outcome_of(f"bad-{tag}"))
         [paid] = await events.wait_for(outcome_of(f"payout-{tag}"))
         await events.wait_for(lambda r: False, timeout=1.0)  # read on: no second outcome may come
         records = list(events.records)
 
-    body = json.loads(confirmed.value)["data"]
+    envelope = json.loads(confirmed.value)
+    assert envelope["type"] == "ledger.command_confirmed", envelope["data"]
+    body = envelope["data"]
     assert body["settled_trades"] == [f"t1-{tag}", f"t2-{tag}"]
     assert body["tx_id"].startswith("0x") and body["block"] > 0
     failure = json.loads(failed.value)["data"]
@@ -229,6 +234,19 @@ async def test_commands_settle_on_chain_and_the_outcomes_and_balances_agree(
         assert (last["energy_wh"], last["ecoin"]) == (balances.energy_wh, balances.ecoin), role
     supply = chain.total_supply()
     assert (supply.energy_wh, supply.ecoin) == (5_000, 50_000 - 200), "supply = mints - burns"
+
+    # Keys stay in the adapter: never in its log, never in an event, never in plain text on disk.
+    secrets = json.loads((ledger.folder / "ledger" / "dev-secrets.json").read_text())
+    assert oct((ledger.folder / "ledger" / "dev-secrets.json").stat().st_mode & 0o777) == "0o600"
+    log_text = (ledger.folder / "ledger.log").read_text()
+    everything_emitted = b"".join(r.value for r in records).decode()
+    keystore = (ledger.folder / "ledger" / "keys" / "participants.keys").read_text()
+    for secret in secrets.values():
+        assert secret not in log_text
+        assert secret not in everything_emitted
+    lines = [line for line in keystore.splitlines() if line]
+    assert len(lines) >= 3
+    assert all(line.startswith("gAAAAA") for line in lines), "each participant key is a Fernet token"
 
 
 async def test_a_crash_between_submit_and_record_ends_with_one_settlement_and_one_outcome(
