@@ -1,3 +1,3 @@
-from prosum_identity.entrypoints.cli import main
+from prosum_identity.cli import main
 
 main()

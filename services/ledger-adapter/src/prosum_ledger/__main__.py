@@ -1,3 +1,3 @@
-from prosum_ledger.entrypoints.cli import main
+from prosum_ledger.cli import main
 
 main()

@@ -1,3 +1,3 @@
-from prosum_metering.entrypoints.cli import main
+from prosum_metering.cli import main
 
 main()

@@ -1,3 +1,3 @@
-from prosum_orderbook.entrypoints.cli import main
+from prosum_orderbook.cli import main
 
 main()

@@ -1,3 +1,3 @@
-from prosum_settlement.entrypoints.cli import main
+from prosum_settlement.cli import main
 
 main()

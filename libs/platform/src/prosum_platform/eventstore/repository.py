@@ -22,20 +22,28 @@ class Repository(Generic[A]):
         aggregate_cls: type[A],
         codec: EventCodec,
         factory: Callable[[str], A] | None = None,
+        *,
+        stream_prefix: str = "",
     ) -> None:
         self._cls = aggregate_cls
         self._codec = codec
         self._factory = factory or aggregate_cls
+        # Streams of different aggregate kinds in one store stay apart: "trade-<id>", ...
+        self._prefix = stream_prefix
+
+    def stream_id(self, aggregate_id: str) -> str:
+        return f"{self._prefix}{aggregate_id}"
 
     def get(self, tx: Transaction, aggregate_id: str) -> A | None:
         aggregate: A | None = None
         after = 0
+        stream = self.stream_id(aggregate_id)
         if self._cls.snapshot_every:
-            snapshot = tx.latest_snapshot(aggregate_id)
+            snapshot = tx.latest_snapshot(stream)
             if snapshot is not None:
                 aggregate = self._cls.from_snapshot(aggregate_id, snapshot.version, snapshot.state)
                 after = snapshot.version
-        stored = tx.load(aggregate_id, after_version=after)
+        stored = tx.load(stream, after_version=after)
         if aggregate is None:
             if not stored:
                 return None
@@ -54,11 +62,12 @@ class Repository(Generic[A]):
         for event in pending:
             event_type, version, data = self._codec.encode(event)
             new_events.append(NewEvent(event_type, version, data, meta or {}))
-        tx.append(aggregate.id, expected, new_events)
+        stream = self.stream_id(aggregate.id)
+        tx.append(stream, expected, new_events)
         aggregate.mark_persisted()
         every = self._cls.snapshot_every
         if every and aggregate.version // every > expected // every:
-            tx.save_snapshot(aggregate.id, aggregate.version, aggregate.snapshot_state())
+            tx.save_snapshot(stream, aggregate.version, aggregate.snapshot_state())
 
 
 def retry_on_conflict(operation: Callable[[], T], attempts: int = 8) -> T:

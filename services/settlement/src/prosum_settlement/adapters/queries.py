@@ -1,0 +1,97 @@
+"""Read side: what ops, partners and participants look at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from prosum_settlement.adapters.store import balances, batches, funds, instructions, reconciliations
+
+
+def _rows(engine: Engine, query: Any) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def list_instructions(
+    engine: Engine,
+    *,
+    status: str | None = None,
+    seller: str | None = None,
+    buyer: str | None = None,
+    participant: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    query = sa.select(instructions).order_by(instructions.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(instructions.c.status == status)
+    if seller:
+        query = query.where(instructions.c.seller == seller)
+    if buyer:
+        query = query.where(instructions.c.buyer == buyer)
+    if participant:
+        query = query.where(
+            sa.or_(instructions.c.seller == participant, instructions.c.buyer == participant)
+        )
+    return _rows(engine, query)
+
+
+def get_instruction(engine: Engine, trade_id: str) -> dict[str, Any] | None:
+    found = _rows(engine, sa.select(instructions).where(instructions.c.trade_id == trade_id))
+    return found[0] if found else None
+
+
+def list_batches(engine: Engine, status: str | None, limit: int) -> list[dict[str, Any]]:
+    query = sa.select(batches).order_by(batches.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(batches.c.status == status)
+    rows = _rows(engine, query)
+    for row in rows:
+        row["trade_ids"] = orjson.loads(row["trade_ids"])
+    return rows
+
+
+def list_funds(
+    engine: Engine, kind: str, status: str | None, participant: str | None, limit: int
+) -> list[dict[str, Any]]:
+    query = (
+        sa.select(funds)
+        .where(funds.c.kind == kind)
+        .order_by(funds.c.created_at.desc())
+        .limit(limit)
+    )
+    if status:
+        query = query.where(funds.c.status == status)
+    if participant:
+        query = query.where(funds.c.participant_id == participant)
+    return _rows(engine, query)
+
+
+def get_funds(engine: Engine, kind: str, request_id: str) -> dict[str, Any] | None:
+    found = _rows(
+        engine, sa.select(funds).where(funds.c.kind == kind, funds.c.request_id == request_id)
+    )
+    return found[0] if found else None
+
+
+def get_balance(engine: Engine, participant_id: str) -> dict[str, Any] | None:
+    found = _rows(engine, sa.select(balances).where(balances.c.participant_id == participant_id))
+    return found[0] if found else None
+
+
+def list_reconciliations(engine: Engine, limit: int) -> list[dict[str, Any]]:
+    rows = _rows(
+        engine,
+        sa.select(reconciliations).order_by(reconciliations.c.started_at.desc()).limit(limit),
+    )
+    for row in rows:
+        row["differences"] = orjson.loads(row["differences"]) if row["differences"] else []
+    return rows
+
+
+def get_reconciliation(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    rows = [r for r in list_reconciliations(engine, 10_000) if r["run_id"] == run_id]
+    return rows[0] if rows else None

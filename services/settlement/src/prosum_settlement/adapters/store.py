@@ -1,0 +1,342 @@
+"""Settlement's store: aggregates in the event store, read models beside them, one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+
+from prosum_contracts import Envelope
+from prosum_platform.codec import EventCodec
+from prosum_platform.eventstore import EventStore, Repository, Transaction
+from prosum_settlement.application.ports import BalanceView, SettlementStore
+from prosum_settlement.domain.model import SETTLEMENT_EVENTS, FundsRequest, Instruction
+
+SOURCE = "settlement"
+CODEC = EventCodec().register(*SETTLEMENT_EVENTS)
+
+tables = MetaData()
+
+instructions = Table(
+    "settlement_instructions",
+    tables,
+    Column("trade_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("batch_id", String(64), nullable=True),
+    Column("seller", String(128), nullable=False),
+    Column("buyer", String(128), nullable=False),
+    Column("market_id", String(128), nullable=False),
+    Column("delivery_start", String(40), nullable=False),
+    Column("quantity_wh", BigInteger, nullable=False),
+    Column("value_ecoin", BigInteger, nullable=False),
+    Column("fee_ecoin", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("tx_id", String(128), nullable=True),
+    Column("block", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_settlement_instructions_status", "status", "created_at"),
+    Index("ix_settlement_instructions_batch", "batch_id"),
+    Index("ix_settlement_instructions_seller", "seller"),
+    Index("ix_settlement_instructions_buyer", "buyer"),
+)
+
+batches = Table(
+    "settlement_batches",
+    tables,
+    Column("batch_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("trade_ids", Text, nullable=False),
+    Column("trades", Integer, nullable=False),
+    Column("tx_id", String(128), nullable=True),
+    Column("block", BigInteger, nullable=True),
+    Column("reason", String(64), nullable=True),
+    Column("failed_trade_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_settlement_batches_status", "status"),
+)
+
+funds = Table(
+    "settlement_funds",
+    tables,
+    Column("request_id", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("participant_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reference", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("tx_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint(
+        "kind", "participant_id", "reference", name="uq_settlement_funds_reference"
+    ),
+    Index("ix_settlement_funds_status", "kind", "status"),
+)
+
+balances = Table(
+    "settlement_balances",
+    tables,
+    Column("participant_id", String(128), primary_key=True),
+    Column("energy_wh", BigInteger, nullable=False),
+    Column("ecoin", BigInteger, nullable=False),
+    Column("block", BigInteger, nullable=False),
+)
+
+reconciliations = Table(
+    "settlement_reconciliations",
+    tables,
+    Column("run_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("participants", Integer, nullable=False),
+    Column("block", BigInteger, nullable=True),
+    Column("checked", Integer, nullable=True),
+    Column("differences", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlSettlementStore(SettlementStore):
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self._conn = tx.conn
+        self._instructions = Repository(Instruction, CODEC, stream_prefix="trade-")
+        self._funds = Repository(FundsRequest, CODEC, stream_prefix="funds-")
+
+    # -- instructions ------------------------------------------------------------------------
+    def instruction(self, trade_id: str) -> Instruction | None:
+        return self._instructions.get(self._tx, trade_id)
+
+    def save_instruction(self, instruction: Instruction) -> None:
+        new = instruction.version == len(instruction.pending_events)
+        last = instruction.pending_events[-1] if instruction.pending_events else None
+        self._instructions.save(self._tx, instruction)
+        trade_id = instruction.id
+        values: dict[str, Any] = {
+            "status": instruction.status.value,
+            "batch_id": instruction.batch_id,
+            "attempts": instruction.attempts,
+            "updated_at": _now(),
+        }
+        for name in ("tx_id", "block", "reason"):
+            if last is not None and hasattr(last, name):
+                values[name] = getattr(last, name)
+        if last is not None and hasattr(last, "chain_message"):
+            values["detail"] = last.chain_message
+        if new:
+            self._conn.execute(
+                instructions.insert().values(
+                    trade_id=trade_id,
+                    seller=instruction.seller,
+                    buyer=instruction.buyer,
+                    market_id=instruction.market_id,
+                    delivery_start=instruction.delivery_start,
+                    quantity_wh=instruction.quantity_wh,
+                    value_ecoin=instruction.value_ecoin,
+                    fee_ecoin=instruction.fee_ecoin,
+                    created_at=_now(),
+                    **values,
+                )
+            )
+        else:
+            self._conn.execute(
+                instructions.update().where(instructions.c.trade_id == trade_id).values(**values)
+            )
+
+    def pending_trade_ids(self, limit: int) -> list[str]:
+        rows = self._conn.execute(
+            sa.select(instructions.c.trade_id)
+            .where(instructions.c.status == "pending")
+            .order_by(instructions.c.created_at, instructions.c.trade_id)
+            .limit(limit)
+        )
+        return [row[0] for row in rows]
+
+    def oldest_pending_age_s(self) -> float | None:
+        oldest = self._conn.execute(
+            sa.select(sa.func.min(instructions.c.updated_at)).where(
+                instructions.c.status == "pending"
+            )
+        ).scalar()
+        if oldest is None:
+            return None
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        age: float = (_now() - oldest).total_seconds()
+        return age
+
+    def batch_trade_ids(self, batch_id: str) -> list[str]:
+        row = self._conn.execute(
+            sa.select(batches.c.trade_ids).where(batches.c.batch_id == batch_id)
+        ).first()
+        return list(orjson.loads(row[0])) if row else []
+
+    def record_batch(self, batch_id: str, trade_ids: Sequence[str]) -> None:
+        now = _now()
+        self._conn.execute(
+            batches.insert().values(
+                batch_id=batch_id,
+                status="submitted",
+                trade_ids=orjson.dumps(list(trade_ids)).decode(),
+                trades=len(trade_ids),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def close_batch(
+        self,
+        batch_id: str,
+        status: str,
+        *,
+        tx_id: str | None = None,
+        block: int | None = None,
+        reason: str | None = None,
+        failed_trade_id: str | None = None,
+    ) -> None:
+        self._conn.execute(
+            batches.update()
+            .where(batches.c.batch_id == batch_id)
+            .values(
+                status=status,
+                tx_id=tx_id,
+                block=block,
+                reason=reason,
+                failed_trade_id=failed_trade_id,
+                updated_at=_now(),
+            )
+        )
+
+    def open_batches(self) -> int:
+        return int(
+            self._conn.execute(
+                sa.select(sa.func.count())
+                .select_from(batches)
+                .where(batches.c.status == "submitted")
+            ).scalar_one()
+        )
+
+    # -- top-ups and payouts -----------------------------------------------------------------
+    def funds(self, request_id: str) -> FundsRequest | None:
+        return self._funds.get(self._tx, request_id)
+
+    def funds_by_reference(
+        self, kind: str, participant_id: str, reference: str
+    ) -> FundsRequest | None:
+        found = self._conn.execute(
+            sa.select(funds.c.request_id).where(
+                funds.c.kind == kind,
+                funds.c.participant_id == participant_id,
+                funds.c.reference == reference,
+            )
+        ).scalar()
+        return self.funds(found) if found else None
+
+    def save_funds(self, request: FundsRequest) -> None:
+        new = request.version == len(request.pending_events)
+        self._funds.save(self._tx, request)
+        request_id = request.id
+        values = {
+            "status": request.status.value,
+            "reason": request.reason,
+            "tx_id": request.tx_id,
+            "updated_at": _now(),
+        }
+        if new:
+            self._conn.execute(
+                funds.insert().values(
+                    request_id=request_id,
+                    kind=request.kind,
+                    participant_id=request.participant_id,
+                    amount=request.amount,
+                    reference=request.reference,
+                    created_at=_now(),
+                    **values,
+                )
+            )
+        else:
+            self._conn.execute(
+                funds.update().where(funds.c.request_id == request_id).values(**values)
+            )
+
+    # -- balances and reconciliation ------------------------------------------------------------
+    def set_balance(self, balance: BalanceView) -> None:
+        values = {"energy_wh": balance.energy_wh, "ecoin": balance.ecoin, "block": balance.block}
+        updated = self._conn.execute(
+            balances.update()
+            .where(balances.c.participant_id == balance.participant_id)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            self._conn.execute(
+                balances.insert().values(participant_id=balance.participant_id, **values)
+            )
+
+    def balance(self, participant_id: str) -> BalanceView | None:
+        row = self._conn.execute(
+            sa.select(balances).where(balances.c.participant_id == participant_id)
+        ).first()
+        return BalanceView(row.participant_id, row.energy_wh, row.ecoin, row.block) if row else None
+
+    def balances(self) -> dict[str, BalanceView]:
+        rows = self._conn.execute(sa.select(balances))
+        return {
+            r.participant_id: BalanceView(r.participant_id, r.energy_wh, r.ecoin, r.block)
+            for r in rows
+        }
+
+    def start_reconciliation(self, run_id: str, participants: Sequence[str]) -> None:
+        self._conn.execute(
+            reconciliations.insert().values(
+                run_id=run_id, status="running", participants=len(participants), started_at=_now()
+            )
+        )
+
+    def reconciliation_open(self, run_id: str) -> bool:
+        status = self._conn.execute(
+            sa.select(reconciliations.c.status).where(reconciliations.c.run_id == run_id)
+        ).scalar()
+        return status == "running"
+
+    def complete_reconciliation(
+        self, run_id: str, block: int, checked: int, differences: list[dict[str, Any]]
+    ) -> None:
+        self._conn.execute(
+            reconciliations.update()
+            .where(reconciliations.c.run_id == run_id)
+            .values(
+                status="clean" if not differences else "differences",
+                block=block,
+                checked=checked,
+                differences=orjson.dumps(differences).decode(),
+                completed_at=_now(),
+            )
+        )
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        self._tx.enqueue(
+            Envelope(type=event_type, schema_version=1, source=SOURCE, subject=subject, data=data)
+        )
+
+
+def unit_of_work(store: EventStore) -> Any:
+    @contextmanager
+    def open_unit() -> Iterator[SqlSettlementStore]:
+        with store.transaction() as tx:
+            yield SqlSettlementStore(tx)
+
+    return open_unit

@@ -1,0 +1,72 @@
+"""What settlement's application code needs from its store (one transaction at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prosum_settlement.domain.model import FundsRequest, Instruction
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    participant_id: str
+    energy_wh: int
+    ecoin: int
+    block: int
+
+
+class SettlementStore(Protocol):
+    def instruction(self, trade_id: str) -> Instruction | None: ...
+
+    def save_instruction(self, instruction: Instruction) -> None: ...
+
+    def pending_trade_ids(self, limit: int) -> list[str]: ...
+
+    def oldest_pending_age_s(self) -> float | None: ...
+
+    def batch_trade_ids(self, batch_id: str) -> list[str]: ...
+
+    def record_batch(self, batch_id: str, trade_ids: Sequence[str]) -> None: ...
+
+    def close_batch(
+        self,
+        batch_id: str,
+        status: str,
+        *,
+        tx_id: str | None = None,
+        block: int | None = None,
+        reason: str | None = None,
+        failed_trade_id: str | None = None,
+    ) -> None: ...
+
+    def open_batches(self) -> int: ...
+
+    def funds(self, request_id: str) -> FundsRequest | None: ...
+
+    def funds_by_reference(
+        self, kind: str, participant_id: str, reference: str
+    ) -> FundsRequest | None: ...
+
+    def save_funds(self, funds: FundsRequest) -> None: ...
+
+    def set_balance(self, balance: BalanceView) -> None: ...
+
+    def balance(self, participant_id: str) -> BalanceView | None: ...
+
+    def balances(self) -> dict[str, BalanceView]: ...
+
+    def start_reconciliation(self, run_id: str, participants: Sequence[str]) -> None: ...
+
+    def reconciliation_open(self, run_id: str) -> bool: ...
+
+    def complete_reconciliation(
+        self, run_id: str, block: int, checked: int, differences: list[dict[str, Any]]
+    ) -> None: ...
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None: ...
+
+
+UnitOfWork = Callable[[], AbstractContextManager[SettlementStore]]

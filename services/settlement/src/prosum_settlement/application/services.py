@@ -1,0 +1,329 @@
+"""Settlement's use cases: trades become instructions, instructions become batches on chain,
+outcomes come back; top-ups and payouts; reconciliation of projections with the chain."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from prosum_platform.domain import DomainRuleViolation
+from prosum_settlement.application.ports import BalanceView, SettlementStore
+from prosum_settlement.domain.model import FundsRequest, Instruction, RequestStatus
+
+log = logging.getLogger(__name__)
+
+SETTLE_PREFIX = "settle-"
+BATCH_KEY = "settlement-batches"  # one Kafka key: the ledger executes batches in order
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_trades: int = 500
+    window_s: float = 0.2
+    max_in_flight: int = 4
+    max_attempts: int = 5
+    fee_account: str = "operator"
+
+
+def record_trade(store: SettlementStore, trade: dict[str, Any]) -> bool:
+    """An executed trade becomes a pending instruction (once, however often it is delivered)."""
+    if store.instruction(trade["trade_id"]) is not None:
+        return False
+    instruction = Instruction.create(
+        trade["trade_id"],
+        seller=trade["seller"],
+        buyer=trade["buyer"],
+        quantity_wh=int(trade["quantity_wh"]),
+        value_ecoin=int(trade["value_ecoin"]),
+        fee_ecoin=int(trade["fee_ecoin"]),
+        market_id=trade["market_id"],
+        delivery_start=trade["delivery_start"],
+    )
+    store.save_instruction(instruction)
+    return True
+
+
+def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
+    """Send the next batch when it is full or its oldest trade has waited the window."""
+    if store.open_batches() >= policy.max_in_flight:
+        return None
+    age = store.oldest_pending_age_s()
+    if age is None:
+        return None
+    trade_ids = store.pending_trade_ids(policy.max_trades)
+    if len(trade_ids) < policy.max_trades and age < policy.window_s:
+        return None
+    batch_id = uuid.uuid4().hex
+    trades = []
+    for trade_id in trade_ids:
+        instruction = store.instruction(trade_id)
+        assert instruction is not None
+        instruction.batch(batch_id)
+        store.save_instruction(instruction)
+        trades.append(
+            {
+                "trade_id": trade_id,
+                "seller": instruction.seller,
+                "buyer": instruction.buyer,
+                "energy_wh": instruction.quantity_wh,
+                "ecoin": instruction.value_ecoin,
+                "fee_ecoin": instruction.fee_ecoin,
+            }
+        )
+    store.record_batch(batch_id, trade_ids)
+    store.publish(
+        "ledger.settle_trades",
+        BATCH_KEY,
+        {
+            "command_id": SETTLE_PREFIX + batch_id,
+            "fee_account": policy.fee_account,
+            "trades": trades,
+        },
+    )
+    return batch_id
+
+
+def _trade_data(instruction: Instruction, batch_id: str) -> dict[str, Any]:
+    return {
+        "trade_id": instruction.id,
+        "batch_id": batch_id,
+        "seller": instruction.seller,
+        "buyer": instruction.buyer,
+        "quantity_wh": instruction.quantity_wh,
+        "value_ecoin": instruction.value_ecoin,
+        "fee_ecoin": instruction.fee_ecoin,
+    }
+
+
+def apply_batch_outcome(
+    store: SettlementStore, event_type: str, data: dict[str, Any], policy: BatchPolicy
+) -> None:
+    batch_id = data["command_id"].removeprefix(SETTLE_PREFIX)
+    trade_ids = store.batch_trade_ids(batch_id)
+    if event_type == "ledger.command_confirmed":
+        for trade_id in trade_ids:
+            instruction = store.instruction(trade_id)
+            if instruction is not None and instruction.settle(
+                batch_id, data["tx_id"], data["block"]
+            ):
+                store.save_instruction(instruction)
+                store.publish(
+                    "settlement.trade_settled",
+                    trade_id,
+                    {
+                        **_trade_data(instruction, batch_id),
+                        "tx_id": data["tx_id"],
+                        "block": data["block"],
+                    },
+                )
+        store.close_batch(batch_id, "confirmed", tx_id=data["tx_id"], block=data["block"])
+        return
+    culprit = data.get("trade_id")
+    for trade_id in trade_ids:
+        instruction = store.instruction(trade_id)
+        if instruction is None:
+            continue
+        give_up = trade_id == culprit or instruction.attempts >= policy.max_attempts
+        if give_up:
+            if instruction.fail(batch_id, data["reason"], data["chain_message"], culprit):
+                store.save_instruction(instruction)
+                store.publish(
+                    "settlement.trade_failed",
+                    trade_id,
+                    {
+                        **_trade_data(instruction, batch_id),
+                        "reason": data["reason"],
+                        "chain_message": data["chain_message"][:4000],
+                        "failed_trade_id": culprit,
+                    },
+                )
+        elif instruction.requeue(batch_id, f"batch failed: {data['reason']}"):
+            store.save_instruction(instruction)
+    store.close_batch(batch_id, "failed", reason=data["reason"], failed_trade_id=culprit)
+
+
+def request_funds(
+    store: SettlementStore, kind: str, participant_id: str, amount: int, reference: str
+) -> tuple[FundsRequest, bool]:
+    """A top-up or payout request; the same reference again returns the first request."""
+    existing = store.funds_by_reference(kind, participant_id, reference)
+    if existing is not None:
+        if not existing.same_request(kind, participant_id, amount, reference):
+            raise DomainRuleViolation(
+                "reference_reused", f"reference {reference!r} was used for another request"
+            )
+        return existing, False
+    funds = FundsRequest.request(uuid.uuid4().hex, kind, participant_id, amount, reference)
+    store.save_funds(funds)
+    store.publish(
+        f"settlement.{kind}_requested",
+        funds.id,
+        {
+            "request_id": funds.id,
+            "participant_id": participant_id,
+            "amount": amount,
+            "reference": reference,
+        },
+    )
+    return funds, True
+
+
+def decide_funds(
+    store: SettlementStore, request_id: str, by: str, *, approve: bool, reason: str = ""
+) -> FundsRequest:
+    funds = store.funds(request_id)
+    if funds is None:
+        raise LookupError(request_id)
+    if approve:
+        command_id = funds.approve(by)
+        kind = "ledger.mint_ecoin" if funds.kind == "topup" else "ledger.burn_ecoin"
+        store.publish(
+            kind,
+            funds.participant_id,
+            {
+                "command_id": command_id,
+                "participant_id": funds.participant_id,
+                "amount": funds.amount,
+                "reference": funds.reference[:256],
+            },
+        )
+    else:
+        funds.reject(by, reason)
+    store.save_funds(funds)
+    store.publish(
+        f"settlement.{funds.kind}_{'approved' if approve else 'rejected'}",
+        funds.id,
+        {
+            "request_id": funds.id,
+            "participant_id": funds.participant_id,
+            "amount": funds.amount,
+            "by": by,
+            **({} if approve else {"reason": reason}),
+        },
+    )
+    return funds
+
+
+def apply_funds_outcome(store: SettlementStore, event_type: str, data: dict[str, Any]) -> None:
+    kind, _, request_id = data["command_id"].partition("-")
+    funds = store.funds(request_id)
+    if funds is None or funds.kind != kind:
+        return
+    base = {"request_id": funds.id, "participant_id": funds.participant_id, "amount": funds.amount}
+    if event_type == "ledger.command_confirmed":
+        if funds.moved(data["tx_id"], data["block"]):
+            store.save_funds(funds)
+            store.publish(
+                f"settlement.{kind}_completed",
+                funds.id,
+                {**base, "tx_id": data["tx_id"], "block": data["block"]},
+            )
+    elif funds.failed(data["reason"], data["chain_message"]):
+        store.save_funds(funds)
+        store.publish(
+            f"settlement.{kind}_failed",
+            funds.id,
+            {**base, "reason": data["reason"], "chain_message": data["chain_message"][:4000]},
+        )
+
+
+def mark_paid(
+    store: SettlementStore, request_id: str, by: str, bank_reference: str
+) -> FundsRequest:
+    funds = store.funds(request_id)
+    if funds is None:
+        raise LookupError(request_id)
+    funds.paid(by, bank_reference)
+    store.save_funds(funds)
+    store.publish(
+        "settlement.payout_paid",
+        funds.id,
+        {
+            "request_id": funds.id,
+            "participant_id": funds.participant_id,
+            "amount": funds.amount,
+            "bank_reference": bank_reference,
+        },
+    )
+    return funds
+
+
+def start_reconciliation(store: SettlementStore) -> str | None:
+    participants = sorted(store.balances())
+    if not participants:
+        return None
+    run_id = uuid.uuid4().hex
+    store.start_reconciliation(run_id, participants)
+    store.publish(
+        "ledger.report_balances",
+        f"reconcile-{run_id}",
+        {"command_id": f"reconcile-{run_id}", "participant_ids": participants},
+    )
+    return run_id
+
+
+def finish_reconciliation(store: SettlementStore, data: dict[str, Any]) -> None:
+    run_id = data["command_id"].removeprefix("reconcile-")
+    if not store.reconciliation_open(run_id):
+        return
+    projected = store.balances()
+    differences = []
+    for row in data["balances"]:
+        mine = projected.get(row["participant_id"])
+        seen = (mine.energy_wh, mine.ecoin) if mine else (0, 0)
+        # The chain may be ahead of the projection (a block the events have not reached yet):
+        # only a projection at or past the reported block can be compared.
+        if mine is not None and mine.block > data["block"]:
+            continue
+        if seen != (row["energy_wh"], row["ecoin"]):
+            differences.append(
+                {
+                    "participant_id": row["participant_id"],
+                    "projected_energy_wh": seen[0],
+                    "projected_ecoin": seen[1],
+                    "chain_energy_wh": row["energy_wh"],
+                    "chain_ecoin": row["ecoin"],
+                }
+            )
+    store.complete_reconciliation(run_id, data["block"], len(data["balances"]), differences)
+    store.publish(
+        "settlement.reconciliation_completed",
+        run_id,
+        {
+            "run_id": run_id,
+            "block": data["block"],
+            "checked": len(data["balances"]),
+            "differences": differences,
+        },
+    )
+    if differences:
+        log.warning(
+            "reconciliation %s: %d participants differ from the chain", run_id, len(differences)
+        )
+
+
+def record_balance(store: SettlementStore, data: dict[str, Any]) -> None:
+    current = store.balance(data["participant_id"])
+    if current is not None and current.block > data["block"]:
+        return  # an older report arriving late
+    store.set_balance(
+        BalanceView(data["participant_id"], data["energy_wh"], data["ecoin"], data["block"])
+    )
+
+
+__all__ = [
+    "BatchPolicy",
+    "RequestStatus",
+    "apply_batch_outcome",
+    "apply_funds_outcome",
+    "decide_funds",
+    "finish_reconciliation",
+    "mark_paid",
+    "open_batch",
+    "record_balance",
+    "record_trade",
+    "request_funds",
+    "start_reconciliation",
+]
