@@ -242,6 +242,6 @@ def test_reconciliation_reports_differences_with_the_chain(store: EventStore) ->
             "chain_ecoin": 8,
         }
     ]
-    request = [m for m in outbox_messages(store) if m["type"] == "ledger.report_balances"][0]
+    request = next(m for m in outbox_messages(store) if m["type"] == "ledger.report_balances")
     assert request["data"]["participant_ids"] == ["a", "b"]
     assert uuid.UUID(run)
