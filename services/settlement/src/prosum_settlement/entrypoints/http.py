@@ -1,7 +1,9 @@
 """Settlement's HTTP API: instructions and batches for ops, top-ups and payouts as in the Oh et
-al. paper (request_ecoin_issue, schedule_ecoin_issue, issue_ecoin), balances, reconciliation."""
+al. paper (request_ecoin_issue, schedule_ecoin_issue, issue_ecoin), balances, reconciliation.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must see the dependency aliases built
+inside ``build_router`` as real objects, not as strings it cannot resolve.
+"""
 
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
