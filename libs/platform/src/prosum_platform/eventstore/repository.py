@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from prosum_platform.codec import EventCodec
@@ -68,6 +68,27 @@ class Repository(Generic[A]):
         every = self._cls.snapshot_every
         if every and aggregate.version // every > expected // every:
             tx.save_snapshot(stream, aggregate.version, aggregate.snapshot_state())
+
+    def save_many(self, tx: Transaction, aggregates: Sequence[A]) -> None:
+        """Persist the pending events of many aggregates with one statement.
+
+        For aggregates loaded in this transaction (their versions are current); snapshots are
+        not taken here, so use it for aggregates without ``snapshot_every``.
+        """
+        batches = []
+        for aggregate in aggregates:
+            pending = aggregate.pending_events
+            if not pending:
+                continue
+            expected = aggregate.version - len(pending)
+            new_events = []
+            for event in pending:
+                event_type, version, data = self._codec.encode(event)
+                new_events.append(NewEvent(event_type, version, data, {}))
+            batches.append((self.stream_id(aggregate.id), expected, new_events))
+        tx.append_many(batches)
+        for aggregate in aggregates:
+            aggregate.mark_persisted()
 
 
 def retry_on_conflict(operation: Callable[[], T], attempts: int = 8) -> T:

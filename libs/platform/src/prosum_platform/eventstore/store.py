@@ -177,6 +177,34 @@ class Transaction:
             for offset, (position, event) in enumerate(zip(positions, new_events, strict=True), 1)
         ]
 
+    def append_many(self, batches: Sequence[tuple[str, int, Sequence[NewEvent]]]) -> None:
+        """Append to many streams in one statement, each after its expected version.
+
+        For bulk commands whose aggregates were loaded with their versions in this transaction;
+        there is no per-stream pre-check, so a concurrent writer surfaces through the unique
+        constraint as ``ConcurrencyConflict`` for the whole call.
+        """
+        now = _now()
+        rows: list[dict[str, Any]] = [
+            {
+                "stream_id": stream_id,
+                "version": expected + offset,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "data": _dumps(event.data),
+                "meta": _dumps(event.meta),
+                "recorded_at": now,
+            }
+            for stream_id, expected, new_events in batches
+            for offset, event in enumerate(new_events, start=1)
+        ]
+        if not rows:
+            return
+        try:
+            self.conn.execute(insert(events), rows)
+        except IntegrityError:
+            raise ConcurrencyConflict(str(rows[0]["stream_id"]), -1, None) from None
+
     def load(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
         result = self.conn.execute(_LOAD_STREAM, {"stream_id": stream_id, "after": after_version})
         return [_stored(row) for row in result]
@@ -199,6 +227,13 @@ class Transaction:
             self._insert_ignoring_conflict(snapshots, {"stream_id": stream_id, **values})
 
     # -- outbox ----------------------------------------------------------------------------
+    def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Put many integration events in the outbox with one statement (order kept)."""
+        rows = [self._outbox_row(envelope, None)[1] for envelope in envelopes]
+        if rows:
+            self.conn.execute(_INSERT_OUTBOX, rows)
+            self.enqueued += len(rows)
+
     def enqueue(self, envelope: Envelope, topic: str | None = None) -> Envelope:
         """Put an integration event in the outbox; the relay publishes it after commit.
 
@@ -206,6 +241,12 @@ class Transaction:
         command that made it instead of reaching other services. The current trace context is
         attached when the envelope carries none.
         """
+        traced, row = self._outbox_row(envelope, topic)
+        self.conn.execute(_INSERT_OUTBOX, row)
+        self.enqueued += 1
+        return traced
+
+    def _outbox_row(self, envelope: Envelope, topic: str | None) -> tuple[Envelope, dict[str, Any]]:
         if envelope.trace.traceparent is None and self._trace_provider is not None:
             envelope = envelope.with_trace(self._trace_provider())
         if self._registry is not None:
@@ -220,19 +261,14 @@ class Transaction:
             "source": envelope.source,
             **envelope.trace.as_dict(),
         }
-        self.conn.execute(
-            _INSERT_OUTBOX,
-            {
-                "event_id": envelope.event_id,
-                "topic": topic,
-                "message_key": envelope.subject,
-                "payload": envelope.to_bytes(),
-                "headers": _dumps(headers),
-                "created_at": _now(),
-            },
-        )
-        self.enqueued += 1
-        return envelope
+        return envelope, {
+            "event_id": envelope.event_id,
+            "topic": topic,
+            "message_key": envelope.subject,
+            "payload": envelope.to_bytes(),
+            "headers": _dumps(headers),
+            "created_at": _now(),
+        }
 
     # -- idempotent consumption -----------------------------------------------------------
     def record_processed(self, consumer: str, event_id: str) -> bool:

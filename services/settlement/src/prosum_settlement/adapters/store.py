@@ -11,6 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
+from prosum_auth.trust import tables as auth_tables
 from prosum_contracts import Envelope
 from prosum_platform.codec import EventCodec
 from prosum_platform.eventstore import EventStore, Repository, Transaction
@@ -36,6 +37,7 @@ instructions = Table(
     Column("value_ecoin", BigInteger, nullable=False),
     Column("fee_ecoin", BigInteger, nullable=False),
     Column("attempts", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
     Column("reason", String(64), nullable=True),
     Column("detail", Text, nullable=True),
     Column("tx_id", String(128), nullable=True),
@@ -106,6 +108,11 @@ reconciliations = Table(
 )
 
 
+# The trust projection's tables live in this database too (migration settlement_0002).
+for _table in auth_tables.tables.values():
+    _table.to_metadata(tables)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -121,40 +128,72 @@ class SqlSettlementStore(SettlementStore):
     def instruction(self, trade_id: str) -> Instruction | None:
         return self._instructions.get(self._tx, trade_id)
 
+    def has_instruction(self, trade_id: str) -> bool:
+        found = self._conn.execute(
+            sa.select(instructions.c.trade_id).where(instructions.c.trade_id == trade_id)
+        ).first()
+        return found is not None
+
     def save_instruction(self, instruction: Instruction) -> None:
-        new = instruction.version == len(instruction.pending_events)
-        last = instruction.pending_events[-1] if instruction.pending_events else None
-        self._instructions.save(self._tx, instruction)
-        trade_id = instruction.id
-        values: dict[str, Any] = {
-            "status": instruction.status.value,
-            "batch_id": instruction.batch_id,
-            "attempts": instruction.attempts,
-            "updated_at": _now(),
+        self.save_instructions([instruction])
+
+    def instructions_by_id(self, trade_ids: Sequence[str]) -> list[Instruction]:
+        if not trade_ids:
+            return []
+        rows = self._conn.execute(
+            sa.select(instructions).where(instructions.c.trade_id.in_(list(trade_ids)))
+        )
+        loaded = {
+            row.trade_id: Instruction.from_snapshot(row.trade_id, row.version, dict(row._mapping))
+            for row in rows
         }
-        for name in ("tx_id", "block", "reason"):
-            if last is not None and hasattr(last, name):
-                values[name] = getattr(last, name)
-        if last is not None and hasattr(last, "chain_message"):
-            values["detail"] = last.chain_message
-        if new:
+        return [loaded[t] for t in trade_ids if t in loaded]
+
+    def pending_instructions(self, limit: int) -> list[Instruction]:
+        return self.instructions_by_id(self.pending_trade_ids(limit))
+
+    def save_instructions(self, changed: Sequence[Instruction]) -> None:
+        """Events of all of them in one insert; the read model (their snapshot) updated alike."""
+        now = _now()
+        created, updated = [], []
+        for instruction in changed:
+            pending = instruction.pending_events
+            if not pending:
+                continue
+            row = {
+                **instruction.snapshot_state(),
+                "version": instruction.version,
+                "updated_at": now,
+            }
+            last = pending[-1]
+            for name in ("tx_id", "block", "reason"):
+                if hasattr(last, name):
+                    row[name] = getattr(last, name)
+            if hasattr(last, "chain_message"):
+                row["detail"] = last.chain_message
+            if instruction.version == len(pending):
+                created.append({"trade_id": instruction.id, "created_at": now, **row})
+            else:
+                updated.append({"b_trade_id": instruction.id, **row})
+        self._instructions.save_many(self._tx, list(changed))
+        if created:
+            self._conn.execute(instructions.insert(), created)
+        # One executemany per column set; bind names differ from column names, as SQLAlchemy
+        # reserves those for its own parameters.
+        for columns in {tuple(sorted(r)) for r in updated}:
+            group = [
+                {f"v_{k}" if k != "b_trade_id" else k: v for k, v in r.items()}
+                for r in updated
+                if tuple(sorted(r)) == columns
+            ]
+            values: dict[str, Any] = {
+                c: sa.bindparam(f"v_{c}") for c in columns if c != "b_trade_id"
+            }
             self._conn.execute(
-                instructions.insert().values(
-                    trade_id=trade_id,
-                    seller=instruction.seller,
-                    buyer=instruction.buyer,
-                    market_id=instruction.market_id,
-                    delivery_start=instruction.delivery_start,
-                    quantity_wh=instruction.quantity_wh,
-                    value_ecoin=instruction.value_ecoin,
-                    fee_ecoin=instruction.fee_ecoin,
-                    created_at=_now(),
-                    **values,
-                )
-            )
-        else:
-            self._conn.execute(
-                instructions.update().where(instructions.c.trade_id == trade_id).values(**values)
+                instructions.update()
+                .where(instructions.c.trade_id == sa.bindparam("b_trade_id"))
+                .values(**values),
+                group,
             )
 
     def pending_trade_ids(self, limit: int) -> list[str]:
@@ -330,6 +369,14 @@ class SqlSettlementStore(SettlementStore):
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
         self._tx.enqueue(
             Envelope(type=event_type, schema_version=1, source=SOURCE, subject=subject, data=data)
+        )
+
+    def publish_many(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        self._tx.enqueue_many(
+            [
+                Envelope(type=t, schema_version=1, source=SOURCE, subject=s, data=d)
+                for t, s, d in events
+            ]
         )
 
 

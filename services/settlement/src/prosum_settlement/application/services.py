@@ -29,7 +29,7 @@ class BatchPolicy:
 
 def record_trade(store: SettlementStore, trade: dict[str, Any]) -> bool:
     """An executed trade becomes a pending instruction (once, however often it is delivered)."""
-    if store.instruction(trade["trade_id"]) is not None:
+    if store.has_instruction(trade["trade_id"]):
         return False
     instruction = Instruction.create(
         trade["trade_id"],
@@ -52,19 +52,18 @@ def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
     age = store.oldest_pending_age_s()
     if age is None:
         return None
-    trade_ids = store.pending_trade_ids(policy.max_trades)
-    if len(trade_ids) < policy.max_trades and age < policy.window_s:
+    pending = store.pending_instructions(policy.max_trades)
+    if len(pending) < policy.max_trades and age < policy.window_s:
         return None
     batch_id = uuid.uuid4().hex
     trades = []
-    for trade_id in trade_ids:
-        instruction = store.instruction(trade_id)
-        assert instruction is not None
+    trade_ids = []
+    for instruction in pending:
         instruction.batch(batch_id)
-        store.save_instruction(instruction)
+        trade_ids.append(instruction.id)
         trades.append(
             {
-                "trade_id": trade_id,
+                "trade_id": instruction.id,
                 "seller": instruction.seller,
                 "buyer": instruction.buyer,
                 "energy_wh": instruction.quantity_wh,
@@ -72,6 +71,7 @@ def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
                 "fee_ecoin": instruction.fee_ecoin,
             }
         )
+    store.save_instructions(pending)
     store.record_batch(batch_id, trade_ids)
     store.publish(
         "ledger.settle_trades",
@@ -101,46 +101,50 @@ def apply_batch_outcome(
     store: SettlementStore, event_type: str, data: dict[str, Any], policy: BatchPolicy
 ) -> None:
     batch_id = data["command_id"].removeprefix(SETTLE_PREFIX)
-    trade_ids = store.batch_trade_ids(batch_id)
+    batch = store.instructions_by_id(store.batch_trade_ids(batch_id))
+    changed: list[Instruction] = []
+    events: list[tuple[str, str, dict[str, Any]]] = []
     if event_type == "ledger.command_confirmed":
-        for trade_id in trade_ids:
-            instruction = store.instruction(trade_id)
-            if instruction is not None and instruction.settle(
-                batch_id, data["tx_id"], data["block"]
-            ):
-                store.save_instruction(instruction)
-                store.publish(
-                    "settlement.trade_settled",
-                    trade_id,
-                    {
-                        **_trade_data(instruction, batch_id),
-                        "tx_id": data["tx_id"],
-                        "block": data["block"],
-                    },
+        for instruction in batch:
+            if instruction.settle(batch_id, data["tx_id"], data["block"]):
+                changed.append(instruction)
+                events.append(
+                    (
+                        "settlement.trade_settled",
+                        instruction.id,
+                        {
+                            **_trade_data(instruction, batch_id),
+                            "tx_id": data["tx_id"],
+                            "block": data["block"],
+                        },
+                    )
                 )
+        store.save_instructions(changed)
+        store.publish_many(events)
         store.close_batch(batch_id, "confirmed", tx_id=data["tx_id"], block=data["block"])
         return
     culprit = data.get("trade_id")
-    for trade_id in trade_ids:
-        instruction = store.instruction(trade_id)
-        if instruction is None:
-            continue
-        give_up = trade_id == culprit or instruction.attempts >= policy.max_attempts
+    for instruction in batch:
+        give_up = instruction.id == culprit or instruction.attempts >= policy.max_attempts
         if give_up:
             if instruction.fail(batch_id, data["reason"], data["chain_message"], culprit):
-                store.save_instruction(instruction)
-                store.publish(
-                    "settlement.trade_failed",
-                    trade_id,
-                    {
-                        **_trade_data(instruction, batch_id),
-                        "reason": data["reason"],
-                        "chain_message": data["chain_message"][:4000],
-                        "failed_trade_id": culprit,
-                    },
+                changed.append(instruction)
+                events.append(
+                    (
+                        "settlement.trade_failed",
+                        instruction.id,
+                        {
+                            **_trade_data(instruction, batch_id),
+                            "reason": data["reason"],
+                            "chain_message": data["chain_message"][:4000],
+                            "failed_trade_id": culprit,
+                        },
+                    )
                 )
         elif instruction.requeue(batch_id, f"batch failed: {data['reason']}"):
-            store.save_instruction(instruction)
+            changed.append(instruction)
+    store.save_instructions(changed)
+    store.publish_many(events)
     store.close_batch(batch_id, "failed", reason=data["reason"], failed_trade_id=culprit)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from prosum_platform.domain import Aggregate, DomainEvent, DomainRuleViolation
 
@@ -108,6 +108,38 @@ class Instruction(Aggregate):
     @property
     def finished(self) -> bool:
         return self.status in (InstructionStatus.SETTLED, InstructionStatus.FAILED)
+
+    # The read model row, written in the same transaction as the events, is the instruction's
+    # snapshot: bulk commands over hundreds of trades load them from it in one query.
+    def snapshot_state(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "seller": self.seller,
+            "buyer": self.buyer,
+            "market_id": self.market_id,
+            "delivery_start": self.delivery_start,
+            "quantity_wh": self.quantity_wh,
+            "value_ecoin": self.value_ecoin,
+            "fee_ecoin": self.fee_ecoin,
+            "batch_id": self.batch_id,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_snapshot(cls, aggregate_id: str, version: int, state: dict[str, Any]) -> Self:
+        instruction = cls(aggregate_id)
+        instruction.version = version
+        instruction.status = InstructionStatus(state["status"])
+        instruction.seller, instruction.buyer = state["seller"], state["buyer"]
+        instruction.market_id, instruction.delivery_start = (
+            state["market_id"],
+            state["delivery_start"],
+        )
+        instruction.quantity_wh = int(state["quantity_wh"])
+        instruction.value_ecoin = int(state["value_ecoin"])
+        instruction.fee_ecoin = int(state["fee_ecoin"])
+        instruction.batch_id, instruction.attempts = state["batch_id"], int(state["attempts"])
+        return instruction
 
     def batch(self, batch_id: str) -> None:
         if self.status is not InstructionStatus.PENDING:

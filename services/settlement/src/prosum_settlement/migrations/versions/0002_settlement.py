@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("value_ecoin", sa.BigInteger, nullable=False),
         sa.Column("fee_ecoin", sa.BigInteger, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
         sa.Column("reason", sa.String(64), nullable=True),
         sa.Column("detail", sa.Text, nullable=True),
         sa.Column("tx_id", sa.String(128), nullable=True),
