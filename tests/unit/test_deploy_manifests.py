@@ -123,10 +123,32 @@ def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
+SERVICE_SETTINGS_MODULES = (
+    "prosum_identity.adapters.settings",
+    "prosum_metering.adapters.settings",
+    "prosum_orderbook.adapters.settings",
+    "prosum_settlement.adapters.settings",
+    "prosum_ledger.adapters.chain_config",
+)
+
+
+def _settings_modules() -> list[object]:
+    import importlib
+
+    modules: list[object] = [settings_module]
+    for name in SERVICE_SETTINGS_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError:
+            continue
+    return modules
+
+
 def _settings_env_names() -> set[str]:
-    """Every environment variable the platform's settings classes read, from the classes."""
+    """Every environment variable the platform's and the services' settings classes read,
+    from the classes."""
     names: set[str] = set()
-    for obj in vars(settings_module).values():
+    for obj in (o for module in _settings_modules() for o in vars(module).values()):
         if not (isinstance(obj, type) and issubclass(obj, BaseSettings)) or obj is BaseSettings:
             continue
         prefix = obj.model_config.get("env_prefix", "")

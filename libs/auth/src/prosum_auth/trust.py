@@ -50,6 +50,28 @@ participant_status = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+_REVOCATION_CHECK = sa.select(
+    sa.select(revocations.c.kind)
+    .where(
+        sa.or_(
+            sa.and_(
+                revocations.c.kind == "threshold",
+                revocations.c.credential_id == sa.bindparam("threshold"),
+            ),
+            sa.and_(
+                revocations.c.kind == "device",
+                revocations.c.credential_id == sa.bindparam("device"),
+            ),
+        )
+    )
+    .order_by(revocations.c.kind.desc())
+    .limit(1)
+    .scalar_subquery(),
+    sa.select(participant_status.c.status)
+    .where(participant_status.c.participant_id == sa.bindparam("participant"))
+    .scalar_subquery(),
+)
+
 _STATUS = {
     "identity.participant_registered": "pending",
     "identity.participant_activated": "active",
@@ -166,27 +188,14 @@ class SqlTrustStore:
             self._cached = None
 
     def revoked(self, threshold_id: str, device_id: str, participant_id: str) -> str | None:
+        # One round trip for both questions: this runs on every threshold-protected request.
         with self._engine.connect() as conn:
-            found = conn.execute(
-                select(revocations.c.kind).where(
-                    sa.or_(
-                        sa.and_(
-                            revocations.c.kind == "threshold",
-                            revocations.c.credential_id == threshold_id,
-                        ),
-                        sa.and_(
-                            revocations.c.kind == "device", revocations.c.credential_id == device_id
-                        ),
-                    )
-                )
-            ).first()
-            if found is not None:
-                return "threshold_revoked" if found[0] == "threshold" else "device_revoked"
-            status = conn.execute(
-                select(participant_status.c.status).where(
-                    participant_status.c.participant_id == participant_id
-                )
-            ).scalar()
+            revoked_kind, status = conn.execute(
+                _REVOCATION_CHECK,
+                {"threshold": threshold_id, "device": device_id, "participant": participant_id},
+            ).one()
+        if revoked_kind is not None:
+            return "threshold_revoked" if revoked_kind == "threshold" else "device_revoked"
         if status != "active":
             return "participant_not_active"
         return None
