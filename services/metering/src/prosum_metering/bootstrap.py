@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -14,8 +15,6 @@ import anyio.to_thread
 from prosum_auth import TokenVerifier
 from prosum_auth.trust import SqlTrustStore
 from prosum_contracts.topics import IDENTITY_EVENTS, LEDGER_EVENTS, ORDERBOOK_EVENTS
-from prosum_metering.adapters.consumers import metering_handlers
-from prosum_metering.adapters.http_api import MeteringApi, build_router
 from prosum_metering.adapters.settings import MeteringSettings
 from prosum_metering.adapters.signatures import PooledVerifier, build_verifier
 from prosum_metering.adapters.store import read_view, unit_of_work
@@ -24,6 +23,8 @@ from prosum_metering.application.batches import BatchService
 from prosum_metering.application.corrections import CorrectionService
 from prosum_metering.application.ingest import IngestService
 from prosum_metering.application.queries import DataService
+from prosum_metering.entrypoints.consumers import metering_handlers
+from prosum_metering.entrypoints.http import MeteringApi, build_router
 from prosum_platform.messaging import Subscription
 from prosum_platform.service import ConsumerSpec, Platform, ServiceDefinition, ServiceParts
 
@@ -66,6 +67,11 @@ def build(platform: Platform) -> ServiceParts:
         if isinstance(verifier, PooledVerifier):
             await anyio.to_thread.run_sync(verifier.warm_up)
 
+    async def freeze_startup_objects() -> None:
+        # Everything built at start-up lives as long as the process: keep it out of the
+        # collector's scans, which otherwise cost ~10% of ingestion.
+        gc.freeze()
+
     async def close_verifier() -> None:
         await anyio.to_thread.run_sync(verifier.close)
 
@@ -80,7 +86,7 @@ def build(platform: Platform) -> ServiceParts:
                 ),
             )
         ],
-        background=[seal_batches, warm_verifier],
+        background=[seal_batches, warm_verifier, freeze_startup_objects],
         on_stop=[close_verifier],
         info={
             "verify_workers": getattr(verifier, "workers", 0),
