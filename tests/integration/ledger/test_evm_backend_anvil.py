@@ -277,8 +277,12 @@ def test_concurrent_commands_keep_nonces_right(backend: EvmBackend) -> None:
         t.join(timeout=120)
 
     assert errors == []
-    assert backend.balances("producer-0").energy_wh == 100_000 + 60
-    assert backend.height() == start + 60  # one transaction each, none lost or doubled
+    assert backend.balances("producer-0").energy_wh == 100_000 + 60  # none lost or doubled
+    found = [backend.find_command(f"mint:{w}:{i}") for w in range(6) for i in range(10)]
+    assert all(receipt is not None for receipt in found)
+    assert len({r.tx_id for r in found if r is not None}) == 60, "one transaction each"
+    # anvil may put two concurrent transactions in one block, so blocks are not counted
+    assert backend.height() > start
 
 
 def test_a_nonce_taken_behind_the_backends_back_is_recovered(
