@@ -346,3 +346,51 @@ async def test_relay_publishes_in_commit_order_with_the_subject_as_key(
     for key, sequences in by_key.items():
         assert sequences == sorted(sequences)
         assert len(partition_of[key]) == 1, f"{key!r} spread over partitions"
+
+
+async def test_a_batch_handler_applies_a_fetch_at_once_and_still_exactly_once(
+    kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    metadata.create_all(engine)
+    store = EventStore(engine)
+    calls: list[int] = []
+
+    def apply_many(envelopes: Any, tx: Transaction) -> None:
+        calls.append(len(envelopes))
+        for envelope in envelopes:
+            _apply(envelope, tx)
+
+    events = [_widget(f"w-{n % 3}", n) for n in range(40)]
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        for event in [*events, *events[:10]]:  # ten delivered twice
+            await producer.send_and_wait(topic, event.to_bytes(), key=event.subject.encode())
+    finally:
+        await producer.stop()
+    consumer = EventConsumer(
+        f"bulk-{uuid.uuid4().hex[:6]}",
+        store,
+        registry,
+        kafka,
+        Subscription((topic,), {WIDGET: _apply}, batch_handlers={WIDGET: apply_many}),
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if consumer.stats.applied + consumer.stats.duplicates >= 50:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+        task.cancel()
+    assert (consumer.stats.applied, consumer.stats.duplicates) == (40, 10)
+    seen = sorted(
+        e.data["sequence"] for s in ("w-0", "w-1", "w-2") for e in store.load(f"sink-{s}")
+    )
+    assert seen == list(range(40))
+    assert sum(calls) == 40
+    assert max(calls) > 1, "runs of one type went to the batch handler together"

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import anyio.to_thread
@@ -46,6 +47,9 @@ def build(platform: Platform) -> ServiceParts:
 
     def on_trade(envelope: Envelope, tx: Transaction) -> None:
         services.record_trade(SqlSettlementStore(tx), envelope.data)
+
+    def on_trades(envelopes: Sequence[Envelope], tx: Transaction) -> None:
+        services.record_trades(SqlSettlementStore(tx), [e.data for e in envelopes])
 
     def on_ledger(envelope: Envelope, tx: Transaction) -> None:
         store = SqlSettlementStore(tx)

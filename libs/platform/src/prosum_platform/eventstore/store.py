@@ -282,6 +282,18 @@ class Transaction:
         values = {"consumer": consumer, "event_id": event_id, "processed_at": _now()}
         return self.conn.execute(statement, values).first() is not None
 
+    def record_processed_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Record many at once; returns the ids this call recorded (the new ones)."""
+        if not event_ids:
+            return set()
+        now = _now()
+        table = processed_messages
+        dialect = self.conn.dialect.name
+        rows = [{"consumer": consumer, "event_id": e, "processed_at": now} for e in event_ids]
+        stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        stmt = stmt.values(rows).on_conflict_do_nothing().returning(table.c.event_id)
+        return {row[0] for row in self.conn.execute(stmt)}
+
     def was_processed(self, consumer: str, event_id: str) -> bool:
         found = self.conn.execute(
             select(processed_messages.c.event_id).where(

@@ -10,7 +10,9 @@ and changes nothing. Offsets are committed only after the effects are committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,6 +33,7 @@ from prosum_platform.telemetry import Telemetry, span_in_event_context
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Envelope, Transaction], None]
+BatchHandler = Callable[[Sequence[Envelope], Transaction], None]
 
 
 class HandlerOutcome(Enum):
@@ -46,6 +49,9 @@ class Subscription:
 
     topics: Sequence[str]
     handlers: Mapping[str, EventHandler]
+    # Optional bulk forms: when a fetched batch holds a run of events of one of these types,
+    # they are applied with one call (and still recorded one by one as processed).
+    batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +98,9 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self.stats = ConsumerStats()
         self.assigned = asyncio.Event()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = time.monotonic()
+        self._commit_interval_s = 1.0
         self._counters: dict[str, Any] = {}
         self._latency: Any = None
         if telemetry is not None:
@@ -140,9 +149,23 @@ class EventConsumer:
         await consumer.start()
         await self._dlq.start()
 
+    async def _commit_offsets(self) -> None:
+        consumer = self._consumer
+        if consumer is None or not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance or a broker hiccup: the events are replayed and found processed.
+            log.info("consumer %s: offset commit failed (%s)", self.name, exc)
+        self._committed_at = time.monotonic()
+
     async def stop(self) -> None:
         self._stopping.set()
         if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._commit_offsets()
             await self._consumer.stop()
             self._consumer = None
         if self._dlq is not None:
@@ -164,12 +187,17 @@ class EventConsumer:
             if consumer.assignment():
                 self.assigned.set()
             if batches:
-                # One transaction for the whole fetch, one offset commit for all partitions;
-                # order within each partition is kept.
+                # One transaction for the whole fetch; order within each partition is kept.
                 await self._process_batch([r for records in batches.values() for r in records])
                 for tp, records in batches.items():
                     self.stats.last_offsets[tp] = records[-1].offset
-                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
+                    self._uncommitted[tp] = records[-1].offset + 1
+            # Offsets only say where to resume: the tracking rows make a replay harmless, so
+            # they are committed every so often rather than after every fetch.
+            if self._uncommitted and (
+                not batches or time.monotonic() - self._committed_at > self._commit_interval_s
+            ):
+                await self._commit_offsets()
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 if high is not None:
@@ -216,11 +244,31 @@ class EventConsumer:
         self, batch: Sequence[tuple[ConsumerRecord[Any, Any], Envelope, EventHandler]]
     ) -> list[bool]:
         tracer = self._telemetry.tracer if self._telemetry is not None else None
-        outcomes: list[bool] = []
+        bulk = self._subscription.batch_handlers
         with self._store.transaction() as tx:
-            for record, envelope, handler in batch:
-                if not tx.record_processed(self.name, envelope.event_id):
-                    outcomes.append(False)
+            fresh = tx.record_processed_many(self.name, [e.event_id for _r, e, _h in batch])
+            # A repeated event id inside one fetch counts once.
+            seen: set[str] = set()
+            outcomes: list[bool] = []
+            for _record, envelope, _handler in batch:
+                first = envelope.event_id in fresh and envelope.event_id not in seen
+                seen.add(envelope.event_id)
+                outcomes.append(first)
+            index = 0
+            while index < len(batch):
+                record, envelope, handler = batch[index]
+                if not outcomes[index]:
+                    index += 1
+                    continue
+                if envelope.type in bulk:
+                    run = [envelope]
+                    end = index + 1
+                    while end < len(batch) and batch[end][1].type == envelope.type:
+                        if outcomes[end]:
+                            run.append(batch[end][1])
+                        end += 1
+                    bulk[envelope.type](run, tx)
+                    index = end
                     continue
                 if tracer is None:
                     handler(envelope, tx)
@@ -232,7 +280,7 @@ class EventConsumer:
                         self._span_attributes(record, envelope),
                     ):
                         handler(envelope, tx)
-                outcomes.append(True)
+                index += 1
         return outcomes
 
     def _span_attributes(

@@ -134,6 +134,14 @@ class SqlSettlementStore(SettlementStore):
         ).first()
         return found is not None
 
+    def existing_instructions(self, trade_ids: Sequence[str]) -> set[str]:
+        if not trade_ids:
+            return set()
+        rows = self._conn.execute(
+            sa.select(instructions.c.trade_id).where(instructions.c.trade_id.in_(list(trade_ids)))
+        )
+        return {row[0] for row in rows}
+
     def save_instruction(self, instruction: Instruction) -> None:
         self.save_instructions([instruction])
 

@@ -45,6 +45,27 @@ def record_trade(store: SettlementStore, trade: dict[str, Any]) -> bool:
     return True
 
 
+def record_trades(store: SettlementStore, trades: list[dict[str, Any]]) -> int:
+    """Many executed trades at once (a consumer's fetch): one lookup, one bulk write."""
+    known = store.existing_instructions([t["trade_id"] for t in trades])
+    created: dict[str, Instruction] = {}
+    for trade in trades:
+        if trade["trade_id"] in known or trade["trade_id"] in created:
+            continue
+        created[trade["trade_id"]] = Instruction.create(
+            trade["trade_id"],
+            seller=trade["seller"],
+            buyer=trade["buyer"],
+            quantity_wh=int(trade["quantity_wh"]),
+            value_ecoin=int(trade["value_ecoin"]),
+            fee_ecoin=int(trade["fee_ecoin"]),
+            market_id=trade["market_id"],
+            delivery_start=trade["delivery_start"],
+        )
+    store.save_instructions(list(created.values()))
+    return len(created)
+
+
 def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
     """Send the next batch when it is full or its oldest trade has waited the window."""
     if store.open_batches() >= policy.max_in_flight:
