@@ -298,8 +298,10 @@ def finish_reconciliation(store: SettlementStore, data: dict[str, Any]) -> None:
     for row in data["balances"]:
         mine = projected.get(row["participant_id"])
         seen = (mine.energy_wh, mine.ecoin) if mine else (0, 0)
-        # The chain may be ahead of the projection (a block the events have not reached yet):
-        # only a projection at or past the reported block can be compared.
+        # A projection newer than the report (a balance changed after the reported block)
+        # cannot be compared with it; an older one is still the current balance. Events in
+        # flight while a run is taken can still show a difference that is not real; the next
+        # run settles it.
         if mine is not None and mine.block > data["block"]:
             continue
         if seen != (row["energy_wh"], row["ecoin"]):
