@@ -18,16 +18,20 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
 
 from prosum_auth.tokens import TokenVerifier
-from prosum_auth.trust import SqlTrustStore, apply_identity_event, trust_handlers
+from prosum_auth.trust import apply_identity_event, trust_handlers
 from prosum_contracts import Envelope
 from prosum_contracts.topics import IDENTITY_EVENTS, LEDGER_EVENTS, SETTLEMENT_EVENTS
+from prosum_orderbook.adapters.books_consumer import BatchConsumer
 from prosum_orderbook.adapters.config import OrderbookSettings
+from prosum_orderbook.adapters.credentials import ThresholdChecks, TrustTables
+from prosum_orderbook.adapters.group_commit import GroupCommit
 from prosum_orderbook.adapters.http_api import build_router
 from prosum_orderbook.adapters.queries import ReadModels
 from prosum_orderbook.adapters.store import BookCache, SqlOrderbookStore, unit_of_work
@@ -44,7 +48,7 @@ from prosum_orderbook.application.messages import (
 )
 from prosum_orderbook.application.scheduler import MarketScheduler
 from prosum_platform.eventstore import Transaction
-from prosum_platform.messaging import EventConsumer, EventHandler, Subscription, ensure_topics
+from prosum_platform.messaging import EventHandler, Subscription, ensure_topics
 from prosum_platform.service import ConsumerSpec, Platform, ServiceDefinition, ServiceParts
 
 log = logging.getLogger(__name__)
@@ -63,36 +67,52 @@ def build(platform: Platform) -> ServiceParts:
     schedule, defaults = settings.schedule(), settings.defaults()
     books = BookCache()
     uow = unit_of_work(platform.store, books)
-    trust = SqlTrustStore(platform.engine)
+    trust = TrustTables(platform.store)
     verifier = TokenVerifier(trust.keys, trust)
+    checks = ThresholdChecks(verifier, trust, trust.keys)
     entry = OrderEntry(uow, schedule, defaults, _clock, lambda: str(uuid.uuid4()))
+    group = GroupCommit(entry.place_many)
     matcher = Matcher(schedule, _clock)
     scheduler = MarketScheduler(uow, schedule, defaults, _clock)
 
-    def store(tx: Transaction) -> SqlOrderbookStore:
-        return SqlOrderbookStore(tx, books)
+    def applying(
+        apply: Callable[[SqlOrderbookStore, Envelope], None],
+    ) -> EventHandler:
+        def handler(envelope: Envelope, tx: Transaction) -> None:
+            unit = SqlOrderbookStore(tx, books)
+            apply(unit, envelope)
+            unit.flush()
 
-    def identity(envelope: Envelope, tx: Transaction) -> None:
-        apply_identity_event(envelope, tx)
+        return handler
+
+    def identity(unit: SqlOrderbookStore, envelope: Envelope) -> None:
+        apply_identity_event(envelope, unit.tx)
         if envelope.type == "identity.signing_keys_changed":
             trust.invalidate()
         if envelope.type in INACTIVE:
-            outcomes.participant_inactive(store(tx), envelope.data["participant_id"], _clock)
+            outcomes.participant_inactive(unit, envelope.data["participant_id"], _clock)
 
-    handlers: dict[str, EventHandler] = dict.fromkeys(trust_handlers(), identity)
-    handlers[BALANCE_CHANGED] = lambda e, tx: outcomes.balance_changed(store(tx), e.data)
-    handlers[TRADE_SETTLED] = lambda e, tx: outcomes.trade_settled(store(tx), e.data)
-    handlers[TRADE_FAILED] = lambda e, tx: outcomes.trade_failed(store(tx), e.data)
+    handlers: dict[str, EventHandler] = dict.fromkeys(trust_handlers(), applying(identity))
+    handlers[BALANCE_CHANGED] = applying(lambda u, e: outcomes.balance_changed(u, e.data))
+    handlers[TRADE_SETTLED] = applying(lambda u, e: outcomes.trade_settled(u, e.data))
+    handlers[TRADE_FAILED] = applying(lambda u, e: outcomes.trade_failed(u, e.data))
 
-    def book_command(envelope: Envelope, tx: Transaction) -> None:
-        matcher.handle(store(tx), envelope.type, envelope.data)
+    def book_commands(tx: Transaction, envelopes: Sequence[Envelope]) -> None:
+        unit = SqlOrderbookStore(tx, books)
+        unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
+        for envelope in envelopes:
+            if envelope.type in BOOK_COMMANDS:
+                with books_consumer.traced(envelope):
+                    matcher.handle(unit, envelope.type, envelope.data)
+        unit.flush()
 
-    books_consumer = EventConsumer(
+    books_consumer = BatchConsumer(
         MATCHER,
+        COMMANDS_TOPIC,
         platform.store,
         platform.registry,
         platform.kafka,
-        Subscription((COMMANDS_TOPIC,), dict.fromkeys(BOOK_COMMANDS, book_command)),
+        book_commands,
         platform.telemetry,
     )
 
@@ -130,15 +150,21 @@ def build(platform: Platform) -> ServiceParts:
             await asyncio.sleep(settings.scheduler_interval_s)
 
     async def books_status() -> tuple[bool, dict[str, Any]]:
+        state = books_consumer.state
         return True, {
-            "assigned": books_consumer.assigned.is_set(),
-            "applied": books_consumer.stats.applied,
-            "lag": sum(books_consumer.stats.lag().values()),
+            "assigned": bool(state.partitions),
+            "partitions": sorted(state.partitions),
+            "applied": state.applied,
+            "batches": state.batches,
+            "dead_lettered": state.dead_lettered,
+            "lag": state.lag(),
             "books_loaded": books.loads,
+            "entry_groups": group.groups,
+            "entry_orders": group.orders,
         }
 
     return ServiceParts(
-        routers=[build_router(entry, ReadModels(platform.store), verifier)],
+        routers=[build_router(entry, group, ReadModels(platform.store), verifier, checks)],
         consumers=[
             ConsumerSpec(
                 name="orderbook",
@@ -150,7 +176,7 @@ def build(platform: Platform) -> ServiceParts:
         ],
         readiness={"books": books_status},
         background=[run_books, run_calendar],
-        on_stop=[books_consumer.stop],
+        on_stop=[books_consumer.stop, group.stop],
         info={
             "markets": {
                 "open_ahead_s": settings.open_ahead_s,

@@ -1,0 +1,737 @@
+"""The orderbook's store port on SQLAlchemy: one ``SqlOrderbookStore`` per event store transaction.
+
+Books are event-sourced aggregates (stream id = market id, snapshots every 1000 events) and are
+kept in memory between commands by ``BookCache``: before a cached book is used, the head of its
+stream (version and the writer token stored in the last event's meta) is compared with what the
+cache last wrote. Any difference (another instance appended, or our own transaction rolled back
+after the book had moved on) means the book is rebuilt from the store. Within one transaction a
+book is checked once.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from prosum_contracts import Envelope
+from prosum_orderbook.adapters.credentials import credential_refusal
+from prosum_orderbook.adapters.tables import accounts, markets, orders, threshold_usage, trades
+from prosum_orderbook.application.messages import SOURCE
+from prosum_orderbook.application.ports import (
+    Account,
+    Contention,
+    DuplicateClientOrderId,
+    MarketRecord,
+    OrderRecord,
+    ThresholdClaim,
+    TradeRecord,
+    UnitOfWork,
+)
+from prosum_orderbook.domain.book import CLOSED, OrderBook
+from prosum_orderbook.domain.events import BOOK_EVENTS
+from prosum_orderbook.domain.markets import Fees, Mechanism
+from prosum_orderbook.domain.orders import OPEN_STATUSES, OrderSubmitted
+from prosum_platform.codec import EventCodec
+from prosum_platform.domain import ConcurrencyConflict
+from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
+from prosum_platform.eventstore.schema import events
+from prosum_platform.telemetry import current_trace_context
+
+CODEC = EventCodec().register(*BOOK_EVENTS, OrderSubmitted)
+_OPEN = tuple(s.value for s in OPEN_STATUSES)
+
+_HEAD = (
+    sa.select(events.c.version, events.c.meta)
+    .where(events.c.stream_id == sa.bindparam("stream_id"))
+    .order_by(events.c.version.desc())
+    .limit(1)
+)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def order_stream(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+class _Cached:
+    __slots__ = ("book", "checked_in", "token")
+
+    def __init__(self, book: OrderBook, token: str | None, tx: Transaction) -> None:
+        self.book = book
+        self.token = token
+        self.checked_in: weakref.ref[Transaction] = weakref.ref(tx)
+
+
+class BookCache:
+    """Books in memory, each valid as long as its stream's head is the one it last saw."""
+
+    def __init__(self, max_books: int = 2000) -> None:
+        self._books: OrderedDict[str, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_books
+        self._repository = Repository(OrderBook, CODEC)
+        self.loads = 0
+
+    def get(self, tx: Transaction, market_id: str) -> OrderBook:
+        with self._lock:
+            cached = self._books.get(market_id)
+        if cached is not None and cached.checked_in() is tx:
+            return cached.book
+        head = tx.conn.execute(_HEAD, {"stream_id": market_id}).first()
+        version, token = (head[0], orjson.loads(head[1]).get("w")) if head else (0, None)
+        if (
+            cached is not None
+            and cached.book.version == version
+            and cached.token == token
+            and not cached.book.pending_events
+        ):
+            cached.checked_in = weakref.ref(tx)
+            return cached.book
+        book = self._repository.get(tx, market_id) or OrderBook(market_id)
+        self.loads += 1
+        self._keep(market_id, _Cached(book, token, tx))
+        return book
+
+    def save(self, tx: Transaction, book: OrderBook) -> None:
+        token = uuid.uuid4().hex
+        try:
+            self._repository.save(tx, book, meta={"w": token})
+        except ConcurrencyConflict:
+            self.forget(book.market_id)
+            raise
+        if book.status == CLOSED:
+            self.forget(book.market_id)
+        else:
+            self._keep(book.market_id, _Cached(book, token, tx))
+
+    def forget(self, market_id: str) -> None:
+        with self._lock:
+            self._books.pop(market_id, None)
+
+    def _keep(self, market_id: str, cached: _Cached) -> None:
+        with self._lock:
+            self._books[market_id] = cached
+            self._books.move_to_end(market_id)
+            while len(self._books) > self._max:
+                self._books.popitem(last=False)
+
+
+def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(key)).first() is not None
+
+
+def _market(row: Any) -> MarketRecord:
+    return MarketRecord(
+        market_id=row.market_id,
+        delivery_start=as_utc(row.delivery_start),  # type: ignore[arg-type]
+        delivery_end=as_utc(row.delivery_end),  # type: ignore[arg-type]
+        opens_at=as_utc(row.opens_at),  # type: ignore[arg-type]
+        gate_closure=as_utc(row.gate_closure),  # type: ignore[arg-type]
+        mechanism=Mechanism(row.mechanism),
+        fees=Fees(row.operator_fee, row.grid_fee_per_kwh),
+        status=row.status,
+        close_requested_at=as_utc(row.close_requested_at),
+    )
+
+
+_ORDER_FIELDS = (
+    "order_id",
+    "client_order_id",
+    "participant_id",
+    "threshold_id",
+    "market_id",
+    "side",
+    "price",
+    "quantity_wh",
+    "time_in_force",
+    "status",
+    "remaining_wh",
+    "filled_wh",
+    "cancelled_wh",
+    "expired_wh",
+    "reserved_wh",
+    "reserved_ecoin",
+    "fee_charged",
+    "reason",
+)
+_ORDER_MUTABLE = (
+    "status",
+    "remaining_wh",
+    "filled_wh",
+    "cancelled_wh",
+    "expired_wh",
+    "reserved_wh",
+    "reserved_ecoin",
+    "fee_charged",
+    "reason",
+)
+_TRADE_FIELDS = (
+    "trade_id",
+    "market_id",
+    "seq",
+    "buy_order_id",
+    "sell_order_id",
+    "buyer",
+    "seller",
+    "quantity_wh",
+    "price",
+    "value_ecoin",
+    "fee_ecoin",
+    "mechanism",
+    "executed_at",
+    "status",
+    "seller_reserved_wh",
+    "buyer_reserved_ecoin",
+    "seller_release_block",
+    "buyer_release_block",
+    "settled_block",
+    "tx_id",
+    "failure_reason",
+)
+_TRADE_MUTABLE = (
+    "status",
+    "seller_reserved_wh",
+    "buyer_reserved_ecoin",
+    "seller_release_block",
+    "buyer_release_block",
+    "settled_block",
+    "tx_id",
+    "failure_reason",
+)
+
+
+def order_record(row: Any) -> OrderRecord:
+    record = OrderRecord(**{name: getattr(row, name) for name in _ORDER_FIELDS})
+    record.fee_charged = bool(record.fee_charged)
+    record.created_at = as_utc(row.created_at)
+    record.updated_at = as_utc(row.updated_at)
+    return record
+
+
+def trade_record(row: Any) -> TradeRecord:
+    record = TradeRecord(**{name: getattr(row, name) for name in _TRADE_FIELDS})
+    record.executed_at = as_utc(record.executed_at)  # type: ignore[assignment]
+    return record
+
+
+_ORDER_BY_ID = sa.select(orders).where(orders.c.order_id == sa.bindparam("order_id"))
+_UPDATE_ORDER = (
+    sa.update(orders)
+    .where(orders.c.order_id == sa.bindparam("b_order_id"))
+    .values({name: sa.bindparam(name) for name in (*_ORDER_MUTABLE, "updated_at")})
+)
+_ORDER_BY_CLIENT_ID = sa.select(orders).where(
+    orders.c.participant_id == sa.bindparam("p"),
+    orders.c.client_order_id == sa.bindparam("c"),
+)
+_MARKET_BY_ID = sa.select(markets).where(markets.c.market_id == sa.bindparam("m"))
+_UPDATE_TRADE = (
+    sa.update(trades)
+    .where(trades.c.trade_id == sa.bindparam("b_trade_id"))
+    .values({name: sa.bindparam(name) for name in (*_TRADE_MUTABLE, "updated_at")})
+)
+_INSERT_ORDER = sa.insert(orders)
+_INSERT_TRADE = sa.insert(trades)
+_ADJUST_RESERVED = (
+    sa.update(accounts)
+    .where(accounts.c.participant_id == sa.bindparam("p"))
+    .values(
+        reserved_wh=accounts.c.reserved_wh + sa.bindparam("e"),
+        reserved_ecoin=accounts.c.reserved_ecoin + sa.bindparam("c"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_TRY_RESERVE = _ADJUST_RESERVED.where(
+    accounts.c.energy_wh - accounts.c.reserved_wh >= sa.bindparam("e"),
+    accounts.c.ecoin - accounts.c.reserved_ecoin >= sa.bindparam("c"),
+)
+_ADJUST_THRESHOLD = (
+    sa.update(threshold_usage)
+    .where(threshold_usage.c.threshold_id == sa.bindparam("t"))
+    .values(
+        open_wh=threshold_usage.c.open_wh + sa.bindparam("wh"),
+        open_value_ecoin=threshold_usage.c.open_value_ecoin + sa.bindparam("v"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_TRY_THRESHOLD = _ADJUST_THRESHOLD.where(
+    threshold_usage.c.open_wh + sa.bindparam("wh") <= sa.bindparam("max_wh"),
+    threshold_usage.c.open_value_ecoin + sa.bindparam("v") <= sa.bindparam("max_v"),
+)
+_MARKET_TRADE = (
+    sa.update(markets)
+    .where(markets.c.market_id == sa.bindparam("m"))
+    .values(
+        trades=markets.c.trades + sa.bindparam("n"),
+        traded_wh=markets.c.traded_wh + sa.bindparam("q"),
+        last_price=sa.bindparam("price"),
+    )
+)
+
+
+class SqlOrderbookStore:
+    """The store port on one transaction.
+
+    Orders are held in an identity map, so repeated reads in one unit of work cost one query
+    and see the unit's own changes. Inserts and updates of orders and trades and the changes
+    to the counters (reservations, threshold use, market statistics) are held back and written
+    by ``flush``, many rows per statement, when the unit of work ends; so are books' events.
+    The checks that must be atomic with their effect (cover, threshold limits, balances) run
+    at once as conditional ``UPDATE``s.
+    """
+
+    def __init__(self, tx: Transaction, books: BookCache) -> None:
+        self.tx = tx
+        self._conn = tx.conn
+        self._books = books
+        self._orders: dict[str, OrderRecord] = {}
+        self._by_client_id: dict[tuple[str, str], OrderRecord] = {}
+        self._new_orders: dict[str, OrderRecord] = {}
+        self._changed_orders: dict[str, OrderRecord] = {}
+        self._new_trades: list[TradeRecord] = []
+        self._changed_trades: dict[str, TradeRecord] = {}
+        self._reserved: dict[str, list[int]] = {}
+        self._threshold_use: dict[tuple[str, str], list[int]] = {}
+        self._market_trades: dict[str, list[int]] = {}
+        self._books_to_save: dict[str, OrderBook] = {}
+        self._journal: list[NewEvent] = []
+        self._outbox: list[Envelope] = []
+
+    # -- markets ------------------------------------------------------------------------------
+    def market(self, market_id: str) -> MarketRecord | None:
+        row = self._conn.execute(_MARKET_BY_ID, {"m": market_id}).first()
+        return _market(row) if row else None
+
+    def add_market(self, market: MarketRecord) -> MarketRecord:
+        _insert_ignoring_conflict(
+            self._conn,
+            markets,
+            {
+                "market_id": market.market_id,
+                "delivery_start": market.delivery_start,
+                "delivery_end": market.delivery_end,
+                "opens_at": market.opens_at,
+                "gate_closure": market.gate_closure,
+                "mechanism": market.mechanism.value,
+                "operator_fee": market.fees.operator_fee,
+                "grid_fee_per_kwh": market.fees.grid_fee_per_kwh,
+                "status": market.status,
+                "trades": 0,
+                "traded_wh": 0,
+            },
+        )
+        stored = self.market(market.market_id)
+        assert stored is not None
+        return stored
+
+    def schedule_market(self, market: MarketRecord) -> MarketRecord:
+        if self.market(market.market_id) is None:
+            return self.add_market(market)
+        self._conn.execute(
+            sa.update(markets)
+            .where(markets.c.market_id == market.market_id)
+            .values(
+                mechanism=market.mechanism.value,
+                operator_fee=market.fees.operator_fee,
+                grid_fee_per_kwh=market.fees.grid_fee_per_kwh,
+                status=market.status,
+            )
+        )
+        return market
+
+    def close_market(self, market_id: str, at: datetime) -> None:
+        self._conn.execute(
+            sa.update(markets)
+            .where(markets.c.market_id == market_id)
+            .values(status="closed", closed_at=at)
+        )
+
+    def record_market_trade(self, market_id: str, quantity_wh: int, price: int) -> None:
+        stats = self._market_trades.setdefault(market_id, [0, 0, 0])
+        stats[0] += 1
+        stats[1] += quantity_wh
+        stats[2] = price
+
+    def markets_to_close(self, now: datetime, retry_after_s: float) -> list[str]:
+        retry_before = now - timedelta(seconds=retry_after_s)
+        rows = self._conn.execute(
+            sa.select(markets.c.market_id)
+            .where(
+                markets.c.status != "closed",
+                markets.c.gate_closure <= now,
+                sa.or_(
+                    markets.c.close_requested_at.is_(None),
+                    markets.c.close_requested_at < retry_before,
+                ),
+            )
+            .order_by(markets.c.gate_closure)
+        )
+        return [row[0] for row in rows]
+
+    def mark_close_requested(self, market_id: str, at: datetime) -> None:
+        self._conn.execute(
+            sa.update(markets).where(markets.c.market_id == market_id).values(close_requested_at=at)
+        )
+
+    # -- orders ---------------------------------------------------------------------------
+    def order(self, order_id: str) -> OrderRecord | None:
+        known = self._orders.get(order_id)
+        if known is not None:
+            return known
+        row = self._conn.execute(_ORDER_BY_ID, {"order_id": order_id}).first()
+        return self._remember(order_record(row)) if row else None
+
+    def preload_orders(self, order_ids: Iterable[str]) -> None:
+        """Read many orders in one query (the books' consumer knows a batch's orders)."""
+        missing = [o for o in set(order_ids) if o not in self._orders]
+        for start in range(0, len(missing), 500):
+            rows = self._conn.execute(
+                sa.select(orders).where(orders.c.order_id.in_(missing[start : start + 500]))
+            )
+            for row in rows:
+                self._remember(order_record(row))
+
+    def _remember(self, order: OrderRecord) -> OrderRecord:
+        self._orders[order.order_id] = order
+        if order.client_order_id is not None:
+            self._by_client_id[(order.participant_id, order.client_order_id)] = order
+        return order
+
+    def order_by_client_id(self, participant_id: str, client_order_id: str) -> OrderRecord | None:
+        known = self._by_client_id.get((participant_id, client_order_id))
+        if known is not None:
+            return known
+        row = self._conn.execute(
+            _ORDER_BY_CLIENT_ID, {"p": participant_id, "c": client_order_id}
+        ).first()
+        return self._remember(order_record(row)) if row else None
+
+    def submit_order(self, order: OrderRecord, event: OrderSubmitted) -> None:
+        if order.client_order_id is not None and (
+            self.order_by_client_id(order.participant_id, order.client_order_id) is not None
+        ):
+            raise DuplicateClientOrderId(order.client_order_id)
+        event_type, version, data = CODEC.encode(event)
+        self._journal.append(NewEvent(event_type, version, data))
+        if order.created_at is None:
+            order.created_at = _now()
+        order.updated_at = order.updated_at or order.created_at
+        self._remember(order)
+        self._new_orders[order.order_id] = order
+
+    def update_order(self, order: OrderRecord) -> None:
+        self._remember(order)
+        if order.order_id not in self._new_orders:
+            self._changed_orders[order.order_id] = order
+
+    def open_orders_of(self, participant_id: str) -> list[OrderRecord]:
+        rows = self._conn.execute(
+            sa.select(orders)
+            .where(orders.c.participant_id == participant_id, orders.c.status.in_(_OPEN))
+            .order_by(orders.c.created_at)
+        )
+        return [self._orders.get(row.order_id) or self._remember(order_record(row)) for row in rows]
+
+    # -- trades ---------------------------------------------------------------------------
+    def add_trade(self, trade: TradeRecord) -> None:
+        self._new_trades.append(trade)
+
+    def trade(self, trade_id: str) -> TradeRecord | None:
+        known = self._changed_trades.get(trade_id)
+        if known is not None:
+            return known
+        row = self._conn.execute(sa.select(trades).where(trades.c.trade_id == trade_id)).first()
+        return trade_record(row) if row else None
+
+    def update_trade(self, trade: TradeRecord) -> None:
+        self._changed_trades[trade.trade_id] = trade
+
+    def trades_to_release(self, participant_id: str, block: int) -> list[TradeRecord]:
+        rows = self._conn.execute(
+            sa.select(trades).where(
+                sa.or_(
+                    sa.and_(
+                        trades.c.seller == participant_id,
+                        trades.c.seller_release_block <= block,
+                    ),
+                    sa.and_(
+                        trades.c.buyer == participant_id,
+                        trades.c.buyer_release_block <= block,
+                    ),
+                )
+            )
+        )
+        return [self._changed_trades.get(row.trade_id) or trade_record(row) for row in rows]
+
+    # -- credentials ----------------------------------------------------------------------------
+    def credential_refusal(
+        self, threshold_id: str, device_id: str, participant_id: str
+    ) -> str | None:
+        return credential_refusal(self._conn, threshold_id, device_id, participant_id)
+
+    # -- balances and reservations ---------------------------------------------------------
+    def account(self, participant_id: str) -> Account | None:
+        row = self._conn.execute(
+            sa.select(accounts).where(accounts.c.participant_id == participant_id)
+        ).first()
+        if row is None:
+            return None
+        pending = self._reserved.get(participant_id, (0, 0))
+        return Account(
+            row.participant_id,
+            row.energy_wh,
+            row.ecoin,
+            row.block,
+            row.reserved_wh + pending[0],
+            row.reserved_ecoin + pending[1],
+        )
+
+    def record_balance(self, participant_id: str, energy_wh: int, ecoin: int, block: int) -> bool:
+        now = _now()
+        updated = self._conn.execute(
+            sa.update(accounts)
+            .where(accounts.c.participant_id == participant_id, accounts.c.block <= block)
+            .values(energy_wh=energy_wh, ecoin=ecoin, block=block, updated_at=now)
+        )
+        if updated.rowcount:
+            return True
+        return _insert_ignoring_conflict(
+            self._conn,
+            accounts,
+            {
+                "participant_id": participant_id,
+                "energy_wh": energy_wh,
+                "ecoin": ecoin,
+                "block": block,
+                "reserved_wh": 0,
+                "reserved_ecoin": 0,
+                "updated_at": now,
+            },
+        )
+
+    def reserve_for_order(
+        self,
+        participant_id: str,
+        threshold_id: str,
+        claim: ThresholdClaim,
+        energy_wh: int,
+        ecoin: int,
+    ) -> str | None:
+        now = _now()
+        reserve = {"p": participant_id, "e": energy_wh, "c": ecoin, "now": now}
+        if not self._conn.execute(_TRY_RESERVE, reserve).rowcount:
+            return "insufficient_cover"
+        use = {
+            "t": threshold_id,
+            "wh": claim.open_wh,
+            "v": claim.open_value,
+            "max_wh": claim.max_open_wh,
+            "max_v": claim.max_value,
+            "now": now,
+        }
+        if not self._conn.execute(_TRY_THRESHOLD, use).rowcount and (
+            not _insert_ignoring_conflict(
+                self._conn,
+                threshold_usage,
+                {
+                    "threshold_id": threshold_id,
+                    "participant_id": participant_id,
+                    "open_wh": 0,
+                    "open_value_ecoin": 0,
+                    "updated_at": now,
+                },
+            )
+            or not self._conn.execute(_TRY_THRESHOLD, use).rowcount
+        ):
+            self._conn.execute(
+                _ADJUST_RESERVED, {"p": participant_id, "e": -energy_wh, "c": -ecoin, "now": now}
+            )
+            return "threshold_exhausted"
+        return None
+
+    def _flush_counters(self, now: datetime) -> None:
+        """Reservations and threshold use. Rows are locked in one order by every unit of work:
+        participant by participant, its account before its thresholds (as order entry takes
+        them), so that two transactions never wait for each other in a circle. SQLite locks the
+        whole database instead of rows, so there each table is written in one statement."""
+        reserved = {p: d for p, d in self._reserved.items() if d[0] or d[1]}
+        used = {k: d for k, d in self._threshold_use.items() if d[0] or d[1]}
+        self._reserved.clear()
+        self._threshold_use.clear()
+        account_rows = {p: {"p": p, "e": e, "c": c, "now": now} for p, (e, c) in reserved.items()}
+        threshold_rows = {
+            key: {"t": key[1], "wh": wh, "v": v, "now": now} for key, (wh, v) in used.items()
+        }
+        if self._conn.dialect.name != "postgresql":
+            if account_rows:
+                self._conn.execute(_ADJUST_RESERVED, list(account_rows.values()))
+            if threshold_rows:
+                self._conn.execute(_ADJUST_THRESHOLD, list(threshold_rows.values()))
+            return
+        for participant in sorted({*reserved, *(p for p, _ in used)}):
+            if participant in account_rows:
+                self._conn.execute(_ADJUST_RESERVED, account_rows[participant])
+            for key in sorted(k for k in threshold_rows if k[0] == participant):
+                self._conn.execute(_ADJUST_THRESHOLD, threshold_rows[key])
+
+    def adjust_reserved(self, participant_id: str, energy_wh: int, ecoin: int) -> None:
+        pending = self._reserved.setdefault(participant_id, [0, 0])
+        pending[0] += energy_wh
+        pending[1] += ecoin
+
+    def adjust_threshold(
+        self, participant_id: str, threshold_id: str, open_wh: int, open_value: int
+    ) -> None:
+        pending = self._threshold_use.setdefault((participant_id, threshold_id), [0, 0])
+        pending[0] += open_wh
+        pending[1] += open_value
+
+    # -- books --------------------------------------------------------------------------------
+    def book(self, market_id: str) -> OrderBook:
+        return self._books.get(self.tx, market_id)
+
+    def save_book(self, book: OrderBook) -> None:
+        self._books_to_save[book.market_id] = book
+
+    # -- messaging ----------------------------------------------------------------------------
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        # The trace is taken now, inside the span of the command that caused the event; the
+        # outbox rows are written by ``flush``, all in one statement.
+        self._outbox.append(
+            Envelope(
+                type=event_type,
+                schema_version=1,
+                source=SOURCE,
+                subject=subject,
+                data=data,
+                trace=current_trace_context(),
+            )
+        )
+
+    # -- the end of the unit of work ----------------------------------------------------------
+    def flush(self) -> None:
+        """Write what was held back. Books first: a concurrent writer of a book fails the unit
+        before anything else is written."""
+        for book in self._books_to_save.values():
+            self._books.save(self.tx, book)
+        self._books_to_save.clear()
+        if self._journal:
+            self.tx.append(f"entry:{uuid.uuid4().hex}", 0, self._journal)
+            self._journal = []
+        now = _now()
+        if self._new_orders:
+            rows = [
+                {
+                    **{name: getattr(o, name) for name in _ORDER_FIELDS},
+                    "created_at": o.created_at,
+                    "updated_at": o.updated_at,
+                }
+                for o in self._new_orders.values()
+            ]
+            try:
+                self._conn.execute(_INSERT_ORDER, rows)
+            except IntegrityError as exc:
+                raise DuplicateClientOrderId(str(exc.orig)) from None
+            self._new_orders.clear()
+        if self._changed_orders:
+            self._conn.execute(
+                _UPDATE_ORDER,
+                [
+                    {
+                        "b_order_id": o.order_id,
+                        "updated_at": now,
+                        **{name: getattr(o, name) for name in _ORDER_MUTABLE},
+                    }
+                    for o in self._changed_orders.values()
+                ],
+            )
+            self._changed_orders.clear()
+        if self._new_trades:
+            self._conn.execute(
+                _INSERT_TRADE,
+                [
+                    {**{name: getattr(t, name) for name in _TRADE_FIELDS}, "updated_at": now}
+                    for t in self._new_trades
+                ],
+            )
+            self._new_trades.clear()
+        if self._changed_trades:
+            self._conn.execute(
+                _UPDATE_TRADE,
+                [
+                    {
+                        "b_trade_id": t.trade_id,
+                        "updated_at": now,
+                        **{name: getattr(t, name) for name in _TRADE_MUTABLE},
+                    }
+                    for t in self._changed_trades.values()
+                ],
+            )
+            self._changed_trades.clear()
+        self._flush_counters(now)
+        if self._market_trades:
+            self._conn.execute(
+                _MARKET_TRADE,
+                [
+                    {"m": m, "n": n, "q": q, "price": price}
+                    for m, (n, q, price) in sorted(self._market_trades.items())
+                ],
+            )
+            self._market_trades.clear()
+        if self._outbox:
+            self.tx.enqueue_many(self._outbox)
+            self._outbox = []
+
+
+# PostgreSQL: deadlock detected, serialization failure, lock timeout; SQLite: busy/locked.
+_CONTENTION_CODES = frozenset({"40P01", "40001", "55P03"})
+
+
+def is_contention(error: DBAPIError) -> bool:
+    code = getattr(error.orig, "sqlstate", None)
+    if code in _CONTENTION_CODES:
+        return True
+    message = str(error.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+def unit_of_work(store: EventStore, books: BookCache) -> UnitOfWork:
+    @contextmanager
+    def open_unit() -> Iterator[SqlOrderbookStore]:
+        try:
+            with store.transaction() as tx:
+                unit = SqlOrderbookStore(tx, books)
+                yield unit
+                unit.flush()
+        except DBAPIError as error:
+            if is_contention(error):
+                raise Contention(str(error.orig)) from error
+            raise
+
+    return open_unit

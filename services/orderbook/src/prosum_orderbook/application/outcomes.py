@@ -1,0 +1,124 @@
+"""What the orderbook learns from other services: balances, settlement outcomes, suspensions.
+
+**Balances** come from ``ledger.balance_changed``: the chain balances after each confirmed
+command, with the block they are from. Older blocks than the one held are ignored.
+
+**A settled trade's reservation is released only once the balance held reflects it.** The
+ledger's balance event and settlement's ``trade_settled`` travel on different topics and may
+arrive in either order. Releasing on ``trade_settled`` while the balance held is still from
+before the settlement block would count the sold energy (or the spent ecoin) as free for a
+moment, and a participant could sell it again. So each side of a settled trade stays reserved
+until that side's balance is from the settlement block or later: released at once when it
+already is, else by the balance event that brings it.
+
+**A failed trade** releases both sides at once: nothing moved on chain.
+
+**A suspended or closed participant** has its open orders cancelled (the verifier already
+refuses its thresholds, so it cannot place new ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prosum_contracts import format_timestamp
+from prosum_orderbook.application.messages import CANCEL_ORDER
+from prosum_orderbook.application.ports import Clock, OrderbookStore, TradeRecord
+from prosum_orderbook.domain.book import PARTICIPANT_SUSPENDED
+
+log = logging.getLogger(__name__)
+
+EXECUTED = "executed"
+SETTLED = "settled"
+FAILED = "failed"
+
+
+def balance_changed(store: OrderbookStore, data: dict[str, Any]) -> None:
+    participant = data["participant_id"]
+    block = int(data["block"])
+    if not store.record_balance(participant, int(data["energy_wh"]), int(data["ecoin"]), block):
+        return
+    for trade in store.trades_to_release(participant, block):
+        _release_reflected(store, trade, participant, block)
+        store.update_trade(trade)
+
+
+def _release_reflected(
+    store: OrderbookStore, trade: TradeRecord, participant: str, block: int
+) -> None:
+    """Release the sides of a settled trade that ``participant``'s balance at ``block``
+    reflects."""
+    if (
+        trade.seller == participant
+        and trade.seller_release_block is not None
+        and trade.seller_release_block <= block
+    ):
+        store.adjust_reserved(participant, -trade.seller_reserved_wh, 0)
+        trade.seller_reserved_wh = 0
+        trade.seller_release_block = None
+    if (
+        trade.buyer == participant
+        and trade.buyer_release_block is not None
+        and trade.buyer_release_block <= block
+    ):
+        store.adjust_reserved(participant, 0, -trade.buyer_reserved_ecoin)
+        trade.buyer_reserved_ecoin = 0
+        trade.buyer_release_block = None
+
+
+def trade_settled(store: OrderbookStore, data: dict[str, Any]) -> None:
+    trade = store.trade(data["trade_id"])
+    if trade is None:
+        log.warning("orderbook: settlement of unknown trade %s ignored", data["trade_id"])
+        return
+    if trade.status != EXECUTED:
+        log.info("orderbook: trade %s already %s; outcome ignored", trade.trade_id, trade.status)
+        return
+    block = int(data["block"])
+    trade.status = SETTLED
+    trade.settled_block = block
+    trade.tx_id = data["tx_id"]
+    trade.seller_release_block = block
+    trade.buyer_release_block = block
+    for participant in (trade.seller, trade.buyer):
+        account = store.account(participant)
+        if account is not None and account.block >= block:
+            _release_reflected(store, trade, participant, block)
+    store.update_trade(trade)
+
+
+def trade_failed(store: OrderbookStore, data: dict[str, Any]) -> None:
+    trade = store.trade(data["trade_id"])
+    if trade is None:
+        log.warning("orderbook: failure of unknown trade %s ignored", data["trade_id"])
+        return
+    if trade.status != EXECUTED:
+        log.info("orderbook: trade %s already %s; outcome ignored", trade.trade_id, trade.status)
+        return
+    trade.status = FAILED
+    trade.failure_reason = data["reason"]
+    store.adjust_reserved(trade.seller, -trade.seller_reserved_wh, 0)
+    store.adjust_reserved(trade.buyer, 0, -trade.buyer_reserved_ecoin)
+    trade.seller_reserved_wh = 0
+    trade.buyer_reserved_ecoin = 0
+    trade.seller_release_block = None
+    trade.buyer_release_block = None
+    store.update_trade(trade)
+
+
+def participant_inactive(store: OrderbookStore, participant_id: str, clock: Clock) -> None:
+    """Cancel every open order of a participant that may no longer trade."""
+    now = format_timestamp(clock())
+    for order in store.open_orders_of(participant_id):
+        store.publish(
+            CANCEL_ORDER,
+            order.market_id,
+            {
+                "order_id": order.order_id,
+                "market_id": order.market_id,
+                "participant_id": participant_id,
+                "reason": PARTICIPANT_SUSPENDED,
+                "requested_at": now,
+            },
+        )
