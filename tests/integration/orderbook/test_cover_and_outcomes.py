@@ -12,15 +12,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prosum_orderbook.adapters.tables import orders, threshold_usage
 from prosum_orderbook.application import outcomes
 from prosum_orderbook.application.entry import OrderRefused
-from prosum_orderbook.application.messages import TRADE_EXECUTED
+from prosum_orderbook.application.messages import COMMANDS_TOPIC, TRADE_EXECUTED
 from prosum_orderbook.application.ports import OrderRecord
 from prosum_orderbook.domain.markets import Mechanism
+from prosum_platform.eventstore.schema import outbox
 from tests.integration.orderbook.app import MARKET, SCHEDULE, App
 
 
@@ -366,4 +368,32 @@ def test_ops_chooses_a_call_auction_before_the_market_opens_and_it_clears_at_gat
     expired = app.order(bid_b.order_id)
     assert (expired.status, expired.filled_wh, expired.expired_wh) == ("expired", 1_000, 1_000)
     assert app.account("buyer-b").reserved_ecoin == 240 + 10 + 2, "only its trade holds cover"
+    app.check_books_balance()
+
+
+def test_an_order_whose_command_never_reached_its_book_expires_at_gate_closure(app: App) -> None:
+    app.fund("seller", energy_wh=5_000)
+    placed(app.place("seller", "sell", 1_000, "250"))
+    app.run_books()
+    lost = placed(app.place("seller", "sell", 2_000, "250"))
+    lost_after = app._commands_after
+    with app.store.reading() as conn:  # the books' consumer never sees it: dead-lettered, say
+        app._commands_after = conn.execute(
+            sa.select(sa.func.max(outbox.c.id)).where(outbox.c.topic == COMMANDS_TOPIC)
+        ).scalar_one()
+    assert app.account("seller").reserved_wh == 3_000
+    app.clock.now = SCHEDULE.window(MARKET).gate_closure
+    app.scheduler.run_once()
+    app.run_books()
+    expired = app.order(lost.order_id)
+    assert (expired.status, expired.expired_wh, expired.reason) == (
+        "expired",
+        2_000,
+        "never_reached_book",
+    )
+    assert app.account("seller").reserved_wh == 0
+    app._commands_after = lost_after  # the lost command turns up after all: ignored
+    app.run_books()
+    assert app.order(lost.order_id).status == "expired"
+    assert app.account("seller").reserved_wh == 0
     app.check_books_balance()

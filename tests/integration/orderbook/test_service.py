@@ -447,3 +447,55 @@ def test_ops_chooses_a_markets_mechanism_before_it_opens(
         headers=ops,
     )
     assert detail(already) == (409, "market_already_open")
+
+
+async def test_a_command_delivered_twice_is_applied_once(
+    orderbook: Orderbook,
+    identity: Identity,
+    ledger: Ledger,
+    kafka: KafkaConfig,
+    tag: str,
+    market: str,
+) -> None:
+    seller, buyer = f"s-{tag}", f"b-{tag}"
+    await onboard(identity, ledger, orderbook, **{seller: (5_000, 0), buyer: (0, 50_000)})
+    ask = orderbook.place(
+        identity.threshold(seller),
+        market_id=market,
+        side="sell",
+        quantity_wh=2_000,
+        price_per_kwh="240",
+    )
+    ask_id = ask.json()["order"]["order_id"]
+    ops = identity.ops()
+    orderbook.until(f"/orders/{ask_id}", ops, lambda o: o["status"] == "open")
+    async with TopicReader(kafka, "prosum.orderbook.commands") as commands:
+        [original] = await commands.wait_for(lambda r: ask_id.encode() in r.value)
+    await publish_raw(kafka, "prosum.orderbook.commands", [original, original])
+    bid = orderbook.place(
+        identity.threshold(buyer),
+        market_id=market,
+        side="buy",
+        quantity_wh=3_000,
+        price_per_kwh="240",
+    )
+    bid_id = bid.json()["order"]["order_id"]
+    orderbook.until(f"/orders/{bid_id}", ops, lambda o: o["status"] == "partially_filled")
+    trades = orderbook.get("/trades", ops, seller=seller).json()
+    assert [t["quantity_wh"] for t in trades] == [2_000], "the repeated order did not trade again"
+    assert orderbook.get(f"/markets/{market}/depth", ops).json()["bids"] == [
+        {"price_per_kwh": "240", "quantity_wh": 1_000, "orders": 1}
+    ]
+    assert cover(orderbook, identity, seller)["reserved_wh"] == 2_000
+
+
+async def publish_raw(kafka: KafkaConfig, topic: str, records: list[Any]) -> None:
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send_and_wait(
+                topic, record.value, key=record.key, headers=list(record.headers)
+            )
+    finally:
+        await producer.stop()

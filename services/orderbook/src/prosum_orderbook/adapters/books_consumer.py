@@ -58,7 +58,7 @@ class ConsumerState:
         )
 
 
-class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no types
     def __init__(self, state: ConsumerState, on_revoked: Callable[[set[int]], None]) -> None:
         self._state = state
         self._on_revoked = on_revoked

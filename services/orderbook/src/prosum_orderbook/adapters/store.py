@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import orjson
 import sqlalchemy as sa
@@ -57,6 +57,14 @@ _HEAD = (
     .order_by(events.c.version.desc())
     .limit(1)
 )
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(moment: None) -> None: ...
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -149,10 +157,10 @@ def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, values: dict
 def _market(row: Any) -> MarketRecord:
     return MarketRecord(
         market_id=row.market_id,
-        delivery_start=as_utc(row.delivery_start),  # type: ignore[arg-type]
-        delivery_end=as_utc(row.delivery_end),  # type: ignore[arg-type]
-        opens_at=as_utc(row.opens_at),  # type: ignore[arg-type]
-        gate_closure=as_utc(row.gate_closure),  # type: ignore[arg-type]
+        delivery_start=as_utc(row.delivery_start),
+        delivery_end=as_utc(row.delivery_end),
+        opens_at=as_utc(row.opens_at),
+        gate_closure=as_utc(row.gate_closure),
         mechanism=Mechanism(row.mechanism),
         fees=Fees(row.operator_fee, row.grid_fee_per_kwh),
         status=row.status,
@@ -236,7 +244,7 @@ def order_record(row: Any) -> OrderRecord:
 
 def trade_record(row: Any) -> TradeRecord:
     record = TradeRecord(**{name: getattr(row, name) for name in _TRADE_FIELDS})
-    record.executed_at = as_utc(record.executed_at)  # type: ignore[assignment]
+    record.executed_at = as_utc(record.executed_at)
     return record
 
 
@@ -457,6 +465,17 @@ class SqlOrderbookStore:
             .order_by(orders.c.created_at)
         )
         return [self._orders.get(row.order_id) or self._remember(order_record(row)) for row in rows]
+
+    def pending_orders(self, market_id: str) -> list[OrderRecord]:
+        rows = self._conn.execute(
+            sa.select(orders)
+            .where(orders.c.market_id == market_id, orders.c.status == "pending")
+            .order_by(orders.c.created_at)
+        )
+        found = [
+            self._orders.get(row.order_id) or self._remember(order_record(row)) for row in rows
+        ]
+        return [o for o in found if o.status == "pending"]
 
     # -- trades ---------------------------------------------------------------------------
     def add_trade(self, trade: TradeRecord) -> None:

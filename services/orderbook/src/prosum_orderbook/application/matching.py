@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from prosum_contracts import format_timestamp
@@ -70,8 +71,10 @@ class Matcher:
         at = self._clock()
         before = book.version
         if command == msg.CLOSE_MARKET:
-            if book.status == NEW:  # never opened: nothing traded, nothing to expire
+            if book.status == NEW:  # never opened: nothing traded, nothing in the book
                 store.close_market(market_id, at)
+                projection.expire_pending(at)
+                projection.apply(())
                 return
             book.close(at)
         else:
@@ -164,6 +167,7 @@ class Projection:
             elif isinstance(event, AuctionCleared):
                 store.publish(msg.AUCTION_CLEARED, market_id, msg.auction_cleared(market_id, event))
             elif isinstance(event, MarketClosed):
+                self.expire_pending(event.at)
                 store.close_market(market_id, event.at)
                 store.publish(
                     msg.MARKET_CLOSED,
@@ -182,6 +186,30 @@ class Projection:
         for (participant, threshold), (wh, value) in sorted(self._thresholds.items()):
             if wh or value:
                 store.adjust_threshold(participant, threshold, wh, value)
+
+    def expire_pending(self, at: datetime) -> None:
+        """At gate closure, expire the orders entry accepted whose command never reached the
+        book (dead-lettered, or lost by a broker that lost its log): nothing else would ever
+        release their cover. A command of theirs arriving later finds them no longer pending
+        and is ignored."""
+        for order in self._store.pending_orders(self._market_id):
+            self._orders[order.order_id] = order
+            expired = order.remaining_wh
+            self._set_remaining(order, 0)
+            order.expired_wh += expired
+            order.status = OrderStatus.EXPIRED.value
+            order.reason = "never_reached_book"
+            self._store.publish(
+                msg.ORDER_EXPIRED,
+                self._market_id,
+                {
+                    "order_id": order.order_id,
+                    "market_id": self._market_id,
+                    "participant_id": order.participant_id,
+                    "expired_wh": expired,
+                    "expired_at": format_timestamp(at),
+                },
+            )
 
     def known(self, order_id: str) -> OrderRecord | None:
         try:

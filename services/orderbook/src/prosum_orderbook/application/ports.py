@@ -165,6 +165,10 @@ class OrderbookStore(Protocol):
 
     def open_orders_of(self, participant_id: str) -> list[OrderRecord]: ...
 
+    def pending_orders(self, market_id: str) -> list[OrderRecord]:
+        """The market's orders entry accepted whose command its book has not processed."""
+        ...
+
     # -- trades ---------------------------------------------------------------------------
     def add_trade(self, trade: TradeRecord) -> None: ...
 
