@@ -29,6 +29,26 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
         broker.stop()
 
 
+@pytest.fixture
+def own_tansu(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A broker for one test: services started as processes read their topics from the
+    beginning, and must not find earlier tests' events there (tansu starts in milliseconds)."""
+    broker = start_tansu(log=tmp_path / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def kafka_config(broker: TansuBroker) -> KafkaConfig:
+    return KafkaConfig(
+        bootstrap_servers=broker.bootstrap,
+        client_id="prosum-tests",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+
+
 @pytest.fixture(scope="session")
 def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     """A fresh anvil chain for the test session."""
@@ -47,12 +67,7 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
 @pytest.fixture(scope="session")
 def kafka(tansu: TansuBroker) -> KafkaConfig:
     # Short session timeouts: tansu joins consumer groups slowly otherwise.
-    return KafkaConfig(
-        bootstrap_servers=tansu.bootstrap,
-        client_id="prosum-tests",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=500,
-    )
+    return kafka_config(tansu)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,9 @@ def store(store_url: str) -> EventStore:
     return EventStore(engine)
 
 
-def test_revocations_and_status_are_refused_from_the_moment_they_are_applied(store: EventStore) -> None:
+def test_revocations_and_status_are_refused_from_the_moment_they_are_applied(
+    store: EventStore,
+) -> None:
     identity = IdentityStandIn()
     trust = SqlTrustStore(store.engine)
     assert trust.revoked("th-1", "d-1", "p-1") == "participant_not_active", "unknown is not active"
@@ -27,9 +29,31 @@ def test_revocations_and_status_are_refused_from_the_moment_they_are_applied(sto
     assert trust.revoked("th-1", "d-1", "p-1") == "participant_not_active"
     identity.apply(store, [identity.status_event("p-1", "activated")])
     assert trust.revoked("th-1", "d-1", "p-1") is None
-    identity.apply(store, [Envelope("identity.device_revoked", 1, "identity", "p-1", {"device_id": "d-1", "participant_id": "p-1"})])
+    identity.apply(
+        store,
+        [
+            Envelope(
+                "identity.device_revoked",
+                1,
+                "identity",
+                "p-1",
+                {"device_id": "d-1", "participant_id": "p-1"},
+            )
+        ],
+    )
     assert trust.revoked("th-1", "d-1", "p-1") == "device_revoked"
-    identity.apply(store, [Envelope("identity.threshold_revoked", 1, "identity", "p-1", {"threshold_id": "th-1", "participant_id": "p-1"})])
+    identity.apply(
+        store,
+        [
+            Envelope(
+                "identity.threshold_revoked",
+                1,
+                "identity",
+                "p-1",
+                {"threshold_id": "th-1", "participant_id": "p-1"},
+            )
+        ],
+    )
     assert trust.revoked("th-1", "d-1", "p-1") == "threshold_revoked"
     assert trust.revoked("th-2", "d-2", "p-1") is None
     identity.apply(store, [identity.status_event("p-1", "suspended")])

@@ -246,7 +246,9 @@ async def test_commands_settle_on_chain_and_the_outcomes_and_balances_agree(
         assert secret not in everything_emitted
     lines = [line for line in keystore.splitlines() if line]
     assert len(lines) >= 3
-    assert all(line.startswith("gAAAAA") for line in lines), "each participant key is a Fernet token"
+    assert all(line.startswith("gAAAAA") for line in lines), (
+        "each participant key is a Fernet token"
+    )
 
 
 async def test_a_crash_between_submit_and_record_ends_with_one_settlement_and_one_outcome(

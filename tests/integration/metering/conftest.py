@@ -4,6 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from prosum_platform.messaging import KafkaConfig
+from prosum_platform.runtime.tansu import TansuBroker
+from tests.conftest import kafka_config
 from tests.integration.metering.harness import Clock, Metering
 from tests.unit.metering.meters import Meter
 
@@ -28,3 +31,14 @@ def metering(store_url: str, clock: Clock) -> Iterator[Metering]:
 @pytest.fixture
 def producer() -> Meter:
     return Meter("meter-p1", "MP-P1", "producer-1")
+
+
+# Service processes here get a broker of their own per test (see own_tansu in tests/conftest.py).
+@pytest.fixture
+def tansu(own_tansu: TansuBroker) -> TansuBroker:
+    return own_tansu
+
+
+@pytest.fixture
+def kafka(own_tansu: TansuBroker) -> KafkaConfig:
+    return kafka_config(own_tansu)

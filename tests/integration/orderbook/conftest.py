@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from prosum_platform.messaging import KafkaConfig
-from prosum_platform.runtime.tansu import TansuBroker
+from prosum_platform.runtime.tansu import TansuBroker, start_tansu
+from tests.conftest import kafka_config
 from tests.integration.orderbook.harness import (
     Identity,
     Ledger,
@@ -18,6 +19,22 @@ from tests.integration.orderbook.harness import (
     market_id,
     quarter_after,
 )
+
+
+@pytest.fixture(scope="module")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A broker per module: the order book processes here read their topics from the start
+    and must not find other modules' events there."""
+    broker = start_tansu(log=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka(tansu: TansuBroker) -> KafkaConfig:
+    return kafka_config(tansu)
 
 
 @pytest.fixture(scope="module")

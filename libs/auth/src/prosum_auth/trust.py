@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, select
+from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, String, Table, Text, select
 
 from prosum_auth.tokens import KeySet
 from prosum_contracts import Envelope
@@ -176,12 +178,19 @@ class SqlTrustStore:
         with self._lock:
             if self._cached is not None and time.monotonic() - self._cached[0] < self._key_cache_s:
                 return self._cached[1]
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(select(trusted_keys.c.jwks)).first()
         keyset = KeySet.from_jwks(orjson.loads(row[0])) if row else KeySet({})
         with self._lock:
             self._cached = (time.monotonic(), keyset)
         return keyset
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        # Read-only: on SQLite this must not take the write lock (see the store's engine).
+        with self._engine.connect() as conn:
+            conn.execution_options(prosum_read_only=True)
+            yield conn
 
     def invalidate(self) -> None:
         with self._lock:
@@ -189,7 +198,7 @@ class SqlTrustStore:
 
     def revoked(self, threshold_id: str, device_id: str, participant_id: str) -> str | None:
         # One round trip for both questions: this runs on every threshold-protected request.
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             revoked_kind, status = conn.execute(
                 _REVOCATION_CHECK,
                 {"threshold": threshold_id, "device": device_id, "participant": participant_id},
@@ -201,7 +210,7 @@ class SqlTrustStore:
         return None
 
     def participant_status(self, participant_id: str) -> str | None:
-        with self._engine.connect() as conn:
+        with self._reading() as conn:
             status: str | None = conn.execute(
                 select(participant_status.c.status).where(
                     participant_status.c.participant_id == participant_id

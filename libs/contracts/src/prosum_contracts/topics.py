@@ -9,6 +9,8 @@ from __future__ import annotations
 IDENTITY_EVENTS = "prosum.identity.events"
 METERING_EVENTS = "prosum.metering.events"
 ORDERBOOK_EVENTS = "prosum.orderbook.events"
+# Orders accepted over HTTP go to the instance that owns their market's partition.
+ORDERBOOK_COMMANDS = "prosum.orderbook.commands"
 SETTLEMENT_EVENTS = "prosum.settlement.events"
 LEDGER_EVENTS = "prosum.ledger.events"
 LEDGER_COMMANDS = "prosum.ledger.commands"
@@ -19,6 +21,7 @@ ALL_TOPICS: tuple[str, ...] = (
     IDENTITY_EVENTS,
     METERING_EVENTS,
     ORDERBOOK_EVENTS,
+    ORDERBOOK_COMMANDS,
     SETTLEMENT_EVENTS,
     LEDGER_EVENTS,
     LEDGER_COMMANDS,

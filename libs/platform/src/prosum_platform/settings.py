@@ -51,6 +51,9 @@ class KafkaSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     partitions: int = Field(default=6, ge=1, le=1000)
     create_topics: bool = True
+    group_prefix: str = Field(
+        default="", max_length=64, description="prefix of consumer group ids (shared clusters)"
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

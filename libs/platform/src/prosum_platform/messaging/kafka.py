@@ -22,6 +22,8 @@ class KafkaConfig:
     request_timeout_ms: int = 15000
     # tansu answers a fetch only when the wait runs out, so a long wait is pure latency.
     fetch_max_wait_ms: int = 50
+    # Prefix of consumer group ids, so several deployments can share one Kafka cluster.
+    group_prefix: str = ""
 
     def producer(self) -> AIOKafkaProducer:
         # acks=all and no idempotence: tansu (and aiokafka's InitProducerId v0) cannot do

@@ -106,7 +106,7 @@ class BatchConsumer:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._kafka.bootstrap_servers,
             client_id=f"{self._kafka.client_id}-{self.name}",
-            group_id=self.name,
+            group_id=f"{self._kafka.group_prefix}{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self._kafka.session_timeout_ms,
