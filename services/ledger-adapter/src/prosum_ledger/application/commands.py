@@ -176,7 +176,13 @@ class CommandExecutor:
             self._record_failure(command_id, error)
             return True
         self._after_submit()
-        self._record_confirmation(command_id, execution, reconciled=reconcile)
+        try:
+            self._record_confirmation(command_id, execution, reconciled=reconcile)
+        except LedgerError as error:
+            log.warning(
+                "ledger: %s confirmed, balances unreadable (%s); reconciling", command_id, error
+            )
+            return False
         return True
 
     def _reconcile(self, command: LedgerCommand) -> Execution | None:
@@ -263,6 +269,13 @@ class CommandExecutor:
         receipt = execution.receipt
         assert receipt is not None
         with self._uow() as log_:
+            found = log_.get(command_id)
+        assert found is not None
+        # Read the balances before recording anything: if the chain cannot answer now, the
+        # command stays submitted and the next round reconciles it and reads them again, so
+        # the parties' balance events are never silently skipped.
+        balances = list(self._balances(found))
+        with self._uow() as log_:
             command = log_.get(command_id)
             assert command is not None
             command.confirm(
@@ -288,7 +301,7 @@ class CommandExecutor:
             if "participant_id" in command.payload:
                 data["participant_id"] = command.payload["participant_id"]
             log_.publish(CONFIRMED, command_id, data)
-            for participant, energy, ecoin in self._balances(command):
+            for participant, energy, ecoin in balances:
                 log_.publish(
                     BALANCE_CHANGED,
                     participant,
@@ -305,12 +318,7 @@ class CommandExecutor:
         participants = affected_participants(command)
         if not participants:
             return
-        try:
-            balances = self._backend.balances_many(participants)
-        except LedgerError as error:
-            # The outcome stands; balances are re-read with the participant's next command.
-            log.warning("ledger: balances after %s unavailable: %s", command.id, error)
-            return
+        balances = self._backend.balances_many(participants)
         for participant, held in balances.items():
             yield participant, held.energy_wh, held.ecoin
 

@@ -275,9 +275,17 @@ _ADJUST_RESERVED = (
         updated_at=sa.bindparam("now"),
     )
 )
+# Only the asset an order reserves has to be free: a seller whose sale is already in its
+# balance (free energy briefly below zero until the trade's settlement arrives) may still bid.
 _TRY_RESERVE = _ADJUST_RESERVED.where(
-    accounts.c.energy_wh - accounts.c.reserved_wh >= sa.bindparam("e"),
-    accounts.c.ecoin - accounts.c.reserved_ecoin >= sa.bindparam("c"),
+    sa.or_(
+        sa.bindparam("e") == 0,
+        accounts.c.energy_wh - accounts.c.reserved_wh >= sa.bindparam("e"),
+    ),
+    sa.or_(
+        sa.bindparam("c") == 0,
+        accounts.c.ecoin - accounts.c.reserved_ecoin >= sa.bindparam("c"),
+    ),
 )
 _ADJUST_THRESHOLD = (
     sa.update(threshold_usage)

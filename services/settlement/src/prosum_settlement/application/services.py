@@ -146,7 +146,12 @@ def apply_batch_outcome(
         return
     culprit = data.get("trade_id")
     for instruction in batch:
-        give_up = instruction.id == culprit or instruction.attempts >= policy.max_attempts
+        # A trade fails when the chain names it, or when batches keep failing without naming
+        # anyone. A trade that was merely in the batch of a named culprit is sent again: each
+        # such round removes one culprit, so it cannot go on forever.
+        give_up = instruction.id == culprit or (
+            culprit is None and instruction.attempts >= policy.max_attempts
+        )
         if give_up:
             if instruction.fail(batch_id, data["reason"], data["chain_message"], culprit):
                 changed.append(instruction)
