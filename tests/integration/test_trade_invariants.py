@@ -16,6 +16,8 @@ After every operation:
 
 At the end of the day every order is done, every trade is settled or failed-and-released, every
 reservation is back to zero, and the projections equal the chain.
+
+The tests after the property test pin, as flows written out, the bugs it found.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from prosum_orderbook.application.entry import NewOrder
 from prosum_orderbook.application.ports import OrderRecord
 from prosum_orderbook.domain.units import parse_price
 from tests.support.invariants_flow import apply, flows, run_flow
-from tests.support.invariants_world import PARTICIPANTS, Templates, world
+from tests.support.invariants_world import AUCTION, PARTICIPANTS, Templates, world
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +56,11 @@ def test_random_flows_conserve_and_never_overspend(
 
 
 def test_a_day_with_every_kind_of_ending(templates: Templates, tmp_path: Path) -> None:
-    """The same checks on a flow written out: a trade settles; one fails on chain because the
-    seller lost its send permission, one because a payout burned the ecoin the buyer's bid had
-    covered; orders expire at gate closure; messages are duplicated and the chain loses the
-    answer to a mint. (So the property test's machinery is known to reach all of these.)"""
+    """The same checks on a flow written out: a trade settles, and one from a call auction;
+    one fails on chain because the seller lost its send permission, one because a payout
+    burned the ecoin the buyer's bid had covered; orders expire at gate closure; messages are
+    duplicated and the chain loses the answer to a mint. (So the property test's machinery is
+    known to reach all of these.)"""
     stats = run_flow(
         tmp_path,
         templates,
@@ -83,6 +86,14 @@ def test_a_day_with_every_kind_of_ending(templates: Templates, tmp_path: Path) -
                 "place",
                 [("p1", 1, "sell", 700, "412.5", "gtc"), ("p2", 1, "buy", 300, "0.333", "gtc")],
             ),
+            # a call auction, cleared at its gate closure
+            (
+                "place",
+                [
+                    ("p0", AUCTION, "sell", 500, "230", "gtc"),
+                    ("p1", AUCTION, "buy", 500, "250", "gtc"),
+                ],
+            ),
             ("mint_energy", "p0", 500),
             ("deliver", "ledger-adapter", 0, 10),
             ("ledger", "after"),  # minted, but the adapter does not know: it reconciles
@@ -90,7 +101,8 @@ def test_a_day_with_every_kind_of_ending(templates: Templates, tmp_path: Path) -
             *[("pump",)] * 2,
         ],
     )
-    assert stats["trades_settled"] == 1, stats
+    assert stats["trades_settled"] == 2, stats
+    assert stats["trades_call_auction"] == 1, stats
     assert stats["trades_failed:permission_denied"] == 1, stats
     assert stats["trades_failed:insufficient_ecoin"] == 1, stats
     assert stats["orders_expired"] == 2, stats
@@ -101,6 +113,9 @@ def test_a_day_with_every_kind_of_ending(templates: Templates, tmp_path: Path) -
 def test_a_settlement_whose_balances_were_not_read_still_releases_its_reservations(
     templates: Templates, tmp_path: Path
 ) -> None:
+    """Found by the property test: when the chain could not be asked for balances after it
+    confirmed a batch, no balance event ever came and the book kept the settled trade's
+    reservation. The command is now reconciled and its balances read again."""
     run_flow(
         tmp_path,
         templates,
@@ -117,6 +132,9 @@ def test_a_settlement_whose_balances_were_not_read_still_releases_its_reservatio
 def test_a_seller_whose_sale_is_reflected_before_it_is_settled_may_still_bid(
     templates: Templates, tmp_path: Path
 ) -> None:
+    """Found by the property test: a reservation required both free balances to cover the
+    order's two amounts (one of them zero), so a seller with free energy below zero (its sale
+    in its balance before the trade's settlement arrived) had every bid refused."""
     with world(tmp_path, templates) as w:
         for p in PARTICIPANTS:
             w.mint_energy(p, 3_000)
@@ -149,6 +167,9 @@ def test_a_seller_whose_sale_is_reflected_before_it_is_settled_may_still_bid(
 def test_a_trade_does_not_fail_for_the_trades_batched_with_it(
     templates: Templates, tmp_path: Path
 ) -> None:
+    """Found by the property test: every batch a trade was in counted towards its attempts,
+    also batches the chain failed naming another trade, so a trade batched often enough with
+    a failing participant's trades failed with their reason."""
     with world(tmp_path, templates) as w:
         for p in PARTICIPANTS:
             w.mint_energy(p, 3_000)

@@ -102,8 +102,12 @@ ACCOUNTS = (*PARTICIPANTS, OPERATOR)
 ALL_PERMISSIONS = ["connect", "send", "receive", "energy.issue"]
 SCHEDULE = Schedule(open_ahead=timedelta(hours=1), gate_closure=timedelta(minutes=5))
 START = datetime(2026, 11, 21, 12, 0, 7, tzinfo=UTC)
-CALL_AUCTION_MARKET = market_id_for(datetime(2026, 11, 21, 13, 15, tzinfo=UTC))
-"""Opens (by the calendar) at 12:15, as a call auction chosen by ops beforehand."""
+CALL_AUCTION_MARKETS = (
+    market_id_for(datetime(2026, 11, 21, 12, 30, tzinfo=UTC)),
+    market_id_for(datetime(2026, 11, 21, 13, 15, tzinfo=UTC)),
+)
+"""Call auctions chosen by ops: the first opens as one at the start (it is open by the calendar
+and nobody opened it yet); the second is scheduled as one and opens by the calendar at 12:15."""
 AUCTION = -1
 CLOSED = -2
 """Market slots: the call-auction market, and the market whose gate has just closed."""
@@ -141,19 +145,6 @@ REFUSALS = frozenset(
         "ioc_not_in_call_auction",
     }
 )
-COVER_CHECKS_BOTH_ASSETS = True
-"""Known bug, reported (and pinned by a strict xfail in test_trade_invariants.py): the order
-book's reservation (``_TRY_RESERVE`` in ``prosum_orderbook.adapters.store``) requires *both* free
-balances to cover the order's two amounts, one of them zero, so a participant whose free energy
-is negative (its sale settled and the balance came before ``trade_settled``) has every bid
-refused, and one whose free ecoin is negative every ask. While it stands, a refusal for cover is
-accepted when the other asset's free balance is negative."""
-INNOCENT_TRADES_FAIL_WITH_CULPRITS = True
-"""Known bug, reported (and pinned by a strict xfail in test_trade_invariants.py): settlement
-counts every batch an instruction was in towards ``max_attempts``, also batches the chain failed
-naming *another* trade, so a trade batched ``max_attempts`` times with failing trades fails with
-their reason (``apply_batch_outcome`` in ``prosum_settlement.application.services``). While it
-stands, such a failure is accepted once the trade was sent ``max_attempts`` times."""
 TERMINAL_ORDER = frozenset({"filled", "cancelled", "expired", "rejected"})
 
 
@@ -406,7 +397,8 @@ class World:
             self._grant(p)
         for p in PARTICIPANTS:
             self._identity("identity.participant_activated", p)
-        self.entry.choose_mechanism(CALL_AUCTION_MARKET, Mechanism.CALL_AUCTION)
+        for market_id in CALL_AUCTION_MARKETS:
+            self.entry.choose_mechanism(market_id, Mechanism.CALL_AUCTION)
         self.scheduler.run_once()
         self.drain()
 
@@ -497,7 +489,10 @@ class World:
         not yet), or the market whose gate has just closed."""
         open_now = SCHEDULE.open_markets(self.clock.now)
         if slot == AUCTION:
-            return CALL_AUCTION_MARKET
+            for market_id in CALL_AUCTION_MARKETS:
+                if SCHEDULE.window(market_id).state_at(self.clock.now) != "closed":
+                    return market_id
+            return CALL_AUCTION_MARKETS[-1]
         if slot == CLOSED:
             first = SCHEDULE.window(open_now[0]).delivery_start
             return market_id_for(first - timedelta(minutes=15))
@@ -526,7 +521,10 @@ class World:
             if isinstance(outcome, OrderRecord):
                 self.stats["accepted"] += 1
                 energy, ecoin = free[p]
-                assert cover.energy_wh <= energy and cover.ecoin <= ecoin, (
+                # an ask needs free energy and a bid free ecoin; neither needs the other asset,
+                # whose free balance may be below zero for a moment (a sale or purchase already
+                # in the balance, its settlement not yet arrived) or after a payout
+                assert _covered(cover.energy_wh, energy) and _covered(cover.ecoin, ecoin), (
                     f"{outcome.order_id} of {p} accepted with cover {cover} but only "
                     f"{energy} Wh / {ecoin} ecoin free"
                 )
@@ -539,15 +537,9 @@ class World:
                 self.stats[f"refused:{outcome.reason}"] += 1
                 energy, ecoin = free[p]
                 if outcome.reason == "insufficient_energy":
-                    assert cover.energy_wh > energy or (COVER_CHECKS_BOTH_ASSETS and ecoin < 0), (
-                        new,
-                        free[p],
-                    )
+                    assert not _covered(cover.energy_wh, energy), (new, free[p])
                 if outcome.reason == "insufficient_ecoin":
-                    assert cover.ecoin > ecoin or (COVER_CHECKS_BOTH_ASSETS and energy < 0), (
-                        new,
-                        free[p],
-                    )
+                    assert not _covered(cover.ecoin, ecoin), (new, free[p])
 
     def _fees(self, market_id: str) -> Fees:
         row = self._one(self.ob, markets, market_id=market_id)
@@ -901,9 +893,9 @@ class World:
     def _check_cause(self, row: Any, failure: dict[str, Any]) -> None:
         """A trade fails only for a cause the test injected: a payout that burned the buyer's
         covered ecoin, or a permission revoked from one of its parties; never for energy the
-        book sold that was not there. A batch the chain failed without naming a trade (the fee
-        account lost its receive permission) fails its trades once they were sent
-        ``max_attempts`` times."""
+        book sold that was not there, nor for another trade's failure in its batch. A batch the
+        chain failed without naming a trade (the fee account lost its receive permission)
+        fails its trades once they were sent ``max_attempts`` times."""
         culprit, reason = failure["failed_trade_id"], failure["reason"]
         assert reason == row.reason, (row, failure)
         if culprit == row.trade_id:
@@ -917,10 +909,7 @@ class World:
             assert reason == "permission_denied" and OPERATOR in self.revoked_ever, row
             assert row.attempts >= POLICY.max_attempts, row
         else:
-            assert INNOCENT_TRADES_FAIL_WITH_CULPRITS, (
-                f"{row.trade_id} failed because {culprit} did: {failure}"
-            )
-            assert row.attempts >= POLICY.max_attempts, row
+            raise AssertionError(f"{row.trade_id} failed because {culprit} did: {failure}")
 
     # -- at the end of the day --------------------------------------------------------------
     def finish(self) -> None:
@@ -940,6 +929,7 @@ class World:
             assert self.chain.is_settled(trade_id) == (t.status == "settled"), t
             assert settlement[trade_id].status == t.status, (t, settlement[trade_id])
             self.stats[f"trades_{t.status}"] += 1
+            self.stats[f"trades_{t.mechanism}"] += 1
             if t.status == "failed":
                 self.stats[f"trades_failed:{t.failure_reason}"] += 1
         for account in self.rows(self.ob, accounts):
@@ -963,6 +953,12 @@ class World:
 SNAPSHOT_EVERY = 8
 """Books snapshot every 1000 events in production; here every 8, so that restarts rebuild
 books from snapshots too."""
+
+
+def _covered(needed: int, free: int) -> bool:
+    """An order needs only the asset it reserves; what it does not need is covered whatever
+    is free of it."""
+    return needed == 0 or needed <= free
 
 
 @contextmanager
