@@ -10,9 +10,14 @@ them, and the checks of the architecture's invariants on what they do.
   use cases and ``record_balance`` on its real SQL store, wired as its bootstrap does.
 - **Ledger adapter**: ``accept_command`` and ``CommandExecutor`` on ``FakeCommandLog`` and the
   in-memory chain (which passes the backend contract of the EVM and MultiChain backends), behind
-  a proxy that can make the chain unavailable for one call (before or after it acted).
+  a proxy that can make the chain unavailable for one call (before or after it acted, or when
+  the balances are read after a confirmed command).
 - **Identity and metering** are stood in for: participants activated, suspended, reinstated; chain
   permissions granted and revoked; energy minted.
+
+The order book can be restarted (nothing kept in memory); before it is, every book it holds is
+compared with the one its events rebuild, from the latest snapshot and from the first event
+(books snapshot every ``SNAPSHOT_EVERY`` events here, so that snapshots are taken and used).
 
 **The broker** (``Broker``) keeps a log per topic and partition (partition = crc32(key) mod 3, so
 one key's messages stay in order, as in Kafka) and an offset per consumer group and partition.
@@ -115,7 +120,7 @@ FEES = Fees(operator_fee=2, grid_fee_per_kwh=10_000)
 POLICY = services.BatchPolicy(
     max_trades=3, window_s=0.0, max_in_flight=2, max_attempts=3, fee_account=OPERATOR
 )
-MAX_OPEN_WH = 25_000
+MAX_OPEN_WH = 8_000
 """Each participant's threshold: open orders of at most this many Wh (so some are exhausted)."""
 PARTITIONS = 3
 
