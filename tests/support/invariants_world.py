@@ -900,7 +900,7 @@ class World:
         covered ecoin, or a permission revoked from one of its parties; never for energy the
         book sold that was not there, nor for another trade's failure in its batch. A batch the
         chain failed without naming a trade (the fee account lost its receive permission)
-        fails its trades once they were sent ``max_attempts`` times."""
+        fails its trades once ``max_attempts`` batches they were in failed so."""
         culprit, reason = failure["failed_trade_id"], failure["reason"]
         assert reason == row.reason, (row, failure)
         if culprit == row.trade_id:
@@ -912,6 +912,7 @@ class World:
                 raise AssertionError(f"{row.trade_id} failed for {reason}: {row.detail}")
         elif culprit is None:
             assert reason == "permission_denied" and OPERATOR in self.revoked_ever, row
+            assert row.failures_without_culprit == POLICY.max_attempts, row
             assert row.attempts >= POLICY.max_attempts, row
         else:
             raise AssertionError(f"{row.trade_id} failed because {culprit} did: {failure}")

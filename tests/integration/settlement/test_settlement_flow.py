@@ -3,6 +3,7 @@ outcomes, then instructions, batches, commands and events."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from prosum_platform.eventstore.schema import outbox
 from prosum_platform.service.migrations import upgrade
 from prosum_settlement.adapters.store import unit_of_work
 from prosum_settlement.application import services
+from tests.support.identity_keys import IdentityStandIn
 
 POLICY = services.BatchPolicy(
     max_trades=3, window_s=0.0, max_in_flight=2, max_attempts=2, fee_account="operator"
@@ -149,6 +151,94 @@ def test_a_batch_failing_without_a_culprit_gives_up_after_the_attempts(store: Ev
     assert failed["reason"] == "permission_denied"
     with uow() as s:
         assert services.open_batch(s, POLICY) is None
+
+
+def _fail(
+    uow: Any, batch: str | None, culprit: str | None, reason: str = "permission_denied"
+) -> None:
+    assert batch is not None
+    with uow() as s:
+        services.apply_batch_outcome(
+            s,
+            "ledger.command_failed",
+            {
+                "command_id": f"settle-{batch}",
+                "reason": reason,
+                "chain_message": "the chain said no",
+                "trade_id": culprit,
+            },
+            POLICY,
+        )
+
+
+def test_batches_failing_for_other_trades_do_not_use_up_a_trades_attempts(
+    store: EventStore,
+) -> None:
+    """t0 shares more batches than ``max_attempts`` with trades the chain names as culprits,
+    then still gets all its ``max_attempts`` batches failing without a culprit."""
+    uow = unit_of_work(store)
+    culprits = 4
+    with uow() as s:
+        for n in range(culprits + 1):
+            services.record_trade(s, trade(n, buyer="b" if n == 0 else "x"))
+    for n in range(1, culprits + 1):  # [t0 t1 t2] fails for t1, [t0 t2 t3] for t2, ...
+        with uow() as s:
+            batch = services.open_batch(s, POLICY)
+            assert batch is not None
+            assert s.batch_trade_ids(batch)[:2] == ["t0", f"t{n}"]
+        _fail(uow, batch, f"t{n}", "insufficient_ecoin")
+    with uow() as s:
+        [t0] = s.instructions_by_id(["t0"])
+    assert (t0.status.value, t0.attempts, t0.failures_without_culprit) == ("pending", 4, 0)
+    assert culprits > POLICY.max_attempts
+    for n in range(POLICY.max_attempts):
+        with uow() as s:
+            batch = services.open_batch(s, POLICY)
+            assert batch is not None
+            assert s.batch_trade_ids(batch) == ["t0"]
+        _fail(uow, batch, None)
+        with uow() as s:
+            [t0] = s.instructions_by_id(["t0"])
+        last = n == POLICY.max_attempts - 1
+        assert t0.status.value == ("failed" if last else "pending"), n
+        assert t0.failures_without_culprit == n + 1
+    failed = [m["data"] for m in outbox_messages(store) if m["type"] == "settlement.trade_failed"]
+    assert [(f["trade_id"], f["reason"], f["failed_trade_id"]) for f in failed] == [
+        *[(f"t{n}", "insufficient_ecoin", f"t{n}") for n in range(1, culprits + 1)],
+        ("t0", "permission_denied", None),
+    ]
+    with uow() as s:
+        assert services.open_batch(s, POLICY) is None
+        replayed = s.instruction("t0")  # from its events, not the read model
+    assert replayed is not None
+    assert replayed.snapshot_state() == t0.snapshot_state()
+    assert (replayed.attempts, replayed.failures_without_culprit) == (
+        culprits + POLICY.max_attempts,
+        POLICY.max_attempts,
+    )
+
+
+def test_a_batch_built_while_the_fee_account_is_not_active_is_sent_with_a_warning(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = IdentityStandIn()
+    uow = unit_of_work(store)
+    watch = services.FeeAccountWatch(POLICY.fee_account)
+    with uow() as s:
+        services.record_trade(s, trade(0))
+    with caplog.at_level(logging.WARNING, logger=services.__name__), uow() as s:
+        batch = services.open_batch(s, POLICY, watch)
+    assert batch is not None, "the batch is sent all the same"
+    [warning] = caplog.records
+    assert "building a batch of 1 trades" in warning.getMessage()
+    assert "'operator' is unknown to settlement" in warning.getMessage()
+    caplog.clear()
+    _fail(uow, batch, None, "unknown_participant")
+    identity.apply(store, [identity.status_event("operator", "activated")])
+    with caplog.at_level(logging.INFO, logger=services.__name__), uow() as s:
+        assert services.open_batch(s, POLICY, watch) is not None
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "active now" in caplog.records[0].getMessage()
 
 
 def test_top_up_request_approval_and_mint_outcome(store: EventStore) -> None:

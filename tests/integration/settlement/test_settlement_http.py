@@ -3,6 +3,8 @@ request_ecoin_issue, schedule_ecoin_issue, issue_ecoin), reconciliation, and eve
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,3 +254,34 @@ def test_reconciliation_through_the_api(
     result = client.get(f"/reconciliations/{run}", headers=identity.ops()).json()
     assert (result["status"], result["checked"], result["differences"]) == ("clean", 1, [])
     assert client.get("/reconciliations", headers=identity.participant("alice")).status_code == 403
+
+
+def test_ready_reports_the_fee_account_until_it_is_active(
+    app: tuple[TestClient, object], identity: IdentityStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trades fail on chain while the fee account was never onboarded: /ready says so (without
+    failing: ops onboards it once the services are up) and startup logged a warning."""
+    client, platform = app
+    for _ in range(100):  # the startup check runs beside the app
+        if any("at startup" in r.getMessage() for r in caplog.records):
+            break
+        time.sleep(0.02)
+    [warning] = [r for r in caplog.records if "at startup" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "'operator'" in warning.getMessage()
+    assert "unknown" in warning.getMessage()
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.text
+    fee = ready.json()["checks"]["fee_account"]
+    assert (fee["ok"], fee["participant_id"], fee["status"], fee["active"]) == (
+        True,
+        "operator",
+        "unknown",
+        False,
+    )
+    assert "onboards" in fee["warning"]
+    identity.apply(platform.store, [identity.status_event("operator", "registered")])  # type: ignore[attr-defined]
+    assert client.get("/ready").json()["checks"]["fee_account"]["status"] == "pending"
+    identity.apply(platform.store, [identity.status_event("operator", "activated")])  # type: ignore[attr-defined]
+    fee = client.get("/ready").json()["checks"]["fee_account"]
+    assert fee == {"ok": True, "participant_id": "operator", "status": "active", "active": True}

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import anyio.to_thread
 
@@ -44,6 +45,7 @@ def build(platform: Platform) -> ServiceParts:
     trust = SqlTrustStore(platform.engine)
     verifier = TokenVerifier(trust.keys, trust)
     uow = unit_of_work(platform.store)
+    fee_watch = services.FeeAccountWatch(settings.fee_account)
 
     def on_trade(envelope: Envelope, tx: Transaction) -> None:
         services.record_trade(SqlSettlementStore(tx), envelope.data)
@@ -90,7 +92,24 @@ def build(platform: Platform) -> ServiceParts:
 
     def open_one() -> str | None:
         with uow() as store:
-            return services.open_batch(store, policy)
+            return services.open_batch(store, policy, fee_watch)
+
+    async def fee_account_at_startup() -> None:
+        try:
+            status = await anyio.to_thread.run_sync(trust.participant_status, settings.fee_account)
+        except Exception as exc:
+            log.warning("settlement: cannot read the fee account's status (%s)", exc)
+            return
+        fee_watch.observe(status, "at startup")
+
+    async def fee_account_ready() -> tuple[bool, dict[str, Any]]:
+        # Reported, not required: ops onboards the fee account through identity once the
+        # services are up, and `prosum up` waits for every /ready first.
+        try:
+            status = await anyio.to_thread.run_sync(trust.participant_status, settings.fee_account)
+        except Exception as exc:
+            return True, {"participant_id": settings.fee_account, "error": str(exc)}
+        return True, services.fee_account_report(settings.fee_account, status)
 
     async def reconciler() -> None:
         if settings.reconcile_every_s == 0:
@@ -125,7 +144,8 @@ def build(platform: Platform) -> ServiceParts:
             ConsumerSpec("settlement-ledger", Subscription((LEDGER_EVENTS,), ledger_handlers)),
             ConsumerSpec("settlement-identity", Subscription((IDENTITY_EVENTS,), trust_handlers())),
         ],
-        background=[batcher, reconciler],
+        readiness={"fee_account": fee_account_ready},
+        background=[fee_account_at_startup, batcher, reconciler],
         info={"fee_account": settings.fee_account},
     )
 

@@ -11,6 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
+from prosum_auth.trust import participant_status as participant_statuses
 from prosum_auth.trust import tables as auth_tables
 from prosum_contracts import Envelope
 from prosum_platform.codec import EventCodec
@@ -37,6 +38,7 @@ instructions = Table(
     Column("value_ecoin", BigInteger, nullable=False),
     Column("fee_ecoin", BigInteger, nullable=False),
     Column("attempts", Integer, nullable=False),
+    Column("failures_without_culprit", Integer, nullable=False, server_default="0"),
     Column("version", Integer, nullable=False),
     Column("reason", String(64), nullable=True),
     Column("detail", Text, nullable=True),
@@ -276,6 +278,14 @@ class SqlSettlementStore(SettlementStore):
                 .where(batches.c.status == "submitted")
             ).scalar_one()
         )
+
+    def participant_status(self, participant_id: str) -> str | None:
+        status: str | None = self._conn.execute(
+            sa.select(participant_statuses.c.status).where(
+                participant_statuses.c.participant_id == participant_id
+            )
+        ).scalar()
+        return status
 
     # -- top-ups and payouts -----------------------------------------------------------------
     def funds(self, request_id: str) -> FundsRequest | None:

@@ -54,6 +54,10 @@ class SettlementStore(Protocol):
 
     def open_batches(self) -> int: ...
 
+    def participant_status(self, participant_id: str) -> str | None:
+        """Status in the projection of identity's events; None when never announced."""
+        ...
+
     def funds(self, request_id: str) -> FundsRequest | None: ...
 
     def funds_by_reference(

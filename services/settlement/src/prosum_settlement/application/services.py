@@ -4,7 +4,10 @@ outcomes come back; top-ups and payouts; reconciliation of projections with the 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,75 @@ class BatchPolicy:
     max_in_flight: int = 4
     max_attempts: int = 5
     fee_account: str = "operator"
+
+
+def fee_account_report(fee_account: str, status: str | None) -> dict[str, Any]:
+    """What ``/ready`` says of the fee account: its status in settlement's projection of
+    identity's events ("unknown" when identity never announced it)."""
+    report: dict[str, Any] = {
+        "participant_id": fee_account,
+        "status": status or "unknown",
+        "active": status == "active",
+    }
+    if status != "active":
+        report["warning"] = (
+            f"the fee account {fee_account!r} is {status or 'unknown'}: every batch pays fees "
+            "to it, so the chain fails batches until ops onboards it and it is active"
+        )
+    return report
+
+
+class FeeAccountWatch:
+    """Warns when settlement is about to rely on a fee account that is not an active
+    participant (the chain fails every such batch, e.g. with ``unknown_participant``).
+
+    It does not hold batches back: settlement's projection of identity may lag behind, and the
+    chain has the last word. It warns on the first sighting, on every change of status, and
+    then at most every ``warn_every_s`` while it stays inactive; it notes when it turns active.
+    """
+
+    def __init__(
+        self,
+        fee_account: str,
+        *,
+        warn_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fee_account = fee_account
+        self._warn_every_s = warn_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen = False
+        self._last: str | None = None
+        self._warned_at: float | None = None
+
+    def observe(self, status: str | None, when: str) -> bool:
+        """Record the status seen ``when`` (e.g. "at startup"); True when it is active."""
+        active = status == "active"
+        with self._lock:
+            changed = not self._seen or status != self._last
+            was_inactive = self._seen and self._last != "active"
+            self._seen, self._last = True, status
+            now = self._clock()
+            if active:
+                self._warned_at = None
+                if was_inactive:
+                    log.info("settlement: fee account %r is active now", self.fee_account)
+                return True
+            recently = self._warned_at is not None and now - self._warned_at < self._warn_every_s
+            if recently and not changed:
+                return False
+            self._warned_at = now
+        log.warning(
+            "settlement: %s, the fee account %r is %s, not active: batches pay fees to it, so "
+            "the chain will fail them (unknown_participant or permission_denied) until ops "
+            "onboards it in identity and its chain grants are confirmed "
+            "(PROSUM_SETTLEMENT_FEE_ACCOUNT names it)",
+            when,
+            self.fee_account,
+            status or "unknown to settlement",
+        )
+        return False
 
 
 def record_trade(store: SettlementStore, trade: dict[str, Any]) -> bool:
@@ -66,8 +138,13 @@ def record_trades(store: SettlementStore, trades: list[dict[str, Any]]) -> int:
     return len(created)
 
 
-def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
-    """Send the next batch when it is full or its oldest trade has waited the window."""
+def open_batch(
+    store: SettlementStore, policy: BatchPolicy, fee_watch: FeeAccountWatch | None = None
+) -> str | None:
+    """Send the next batch when it is full or its oldest trade has waited the window.
+
+    With ``fee_watch``, first look at the fee account's status: a warning when it is not
+    active (the batch is sent all the same)."""
     if store.open_batches() >= policy.max_in_flight:
         return None
     age = store.oldest_pending_age_s()
@@ -76,6 +153,11 @@ def open_batch(store: SettlementStore, policy: BatchPolicy) -> str | None:
     pending = store.pending_instructions(policy.max_trades)
     if len(pending) < policy.max_trades and age < policy.window_s:
         return None
+    if fee_watch is not None:
+        fee_watch.observe(
+            store.participant_status(policy.fee_account),
+            f"building a batch of {len(pending)} trades",
+        )
     batch_id = uuid.uuid4().hex
     trades = []
     trade_ids = []
@@ -147,10 +229,11 @@ def apply_batch_outcome(
     culprit = data.get("trade_id")
     for instruction in batch:
         # A trade fails when the chain names it, or when batches keep failing without naming
-        # anyone. A trade that was merely in the batch of a named culprit is sent again: each
-        # such round removes one culprit, so it cannot go on forever.
+        # anyone (max_attempts such batches). A trade that was merely in the batch of a named
+        # culprit is sent again, and that batch does not count against it: each such round
+        # removes one culprit, so it cannot go on forever.
         give_up = instruction.id == culprit or (
-            culprit is None and instruction.attempts >= policy.max_attempts
+            culprit is None and instruction.last_try_without_culprit(policy.max_attempts)
         )
         if give_up:
             if instruction.fail(batch_id, data["reason"], data["chain_message"], culprit):
@@ -167,7 +250,9 @@ def apply_batch_outcome(
                         },
                     )
                 )
-        elif instruction.requeue(batch_id, f"batch failed: {data['reason']}"):
+        elif instruction.requeue(
+            batch_id, f"batch failed: {data['reason']}", without_culprit=culprit is None
+        ):
             changed.append(instruction)
     store.save_instructions(changed)
     store.publish_many(events)
@@ -347,10 +432,12 @@ def record_balance(store: SettlementStore, data: dict[str, Any]) -> None:
 
 __all__ = [
     "BatchPolicy",
+    "FeeAccountWatch",
     "RequestStatus",
     "apply_batch_outcome",
     "apply_funds_outcome",
     "decide_funds",
+    "fee_account_report",
     "finish_reconciliation",
     "mark_paid",
     "open_batch",

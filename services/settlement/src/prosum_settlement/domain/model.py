@@ -3,7 +3,10 @@ ecoin top-ups and payouts. Standard library only.
 
 An instruction is created for every executed trade and ends settled or failed, never silently
 pending. A batch is all-or-none on chain; when the chain names one trade as the cause of a
-failed batch, that trade fails and the others go back to pending for the next batch.
+failed batch, that trade fails and the others go back to pending for the next batch. Only
+batches failing without naming a trade count towards giving up on one: ``attempts`` counts
+every batch a trade was sent in, ``failures_without_culprit`` the batches that failed without
+the chain naming anyone.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class InstructionRequeued(DomainEvent):
     event_type: ClassVar[str] = "InstructionRequeued"
     batch_id: str
     reason: str
+    # True when the batch failed without the chain naming a trade: it counts towards giving
+    # up. Events stored before the field existed read as False (not counted).
+    without_culprit: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +78,8 @@ class Instruction(Aggregate):
         self.seller = self.buyer = self.market_id = self.delivery_start = ""
         self.quantity_wh = self.value_ecoin = self.fee_ecoin = 0
         self.batch_id: str | None = None
-        self.attempts = 0
+        self.attempts = 0  # batches it was sent in
+        self.failures_without_culprit = 0  # of those, failed without the chain naming a trade
 
     @classmethod
     def create(
@@ -123,6 +130,7 @@ class Instruction(Aggregate):
             "fee_ecoin": self.fee_ecoin,
             "batch_id": self.batch_id,
             "attempts": self.attempts,
+            "failures_without_culprit": self.failures_without_culprit,
         }
 
     @classmethod
@@ -139,6 +147,7 @@ class Instruction(Aggregate):
         instruction.value_ecoin = int(state["value_ecoin"])
         instruction.fee_ecoin = int(state["fee_ecoin"])
         instruction.batch_id, instruction.attempts = state["batch_id"], int(state["attempts"])
+        instruction.failures_without_culprit = int(state.get("failures_without_culprit") or 0)
         return instruction
 
     def batch(self, batch_id: str) -> None:
@@ -171,11 +180,19 @@ class Instruction(Aggregate):
         )
         return True
 
-    def requeue(self, batch_id: str, reason: str) -> bool:
+    def requeue(self, batch_id: str, reason: str, *, without_culprit: bool = False) -> bool:
         if not self._in_batch(batch_id):
             return False
-        self._trigger(InstructionRequeued(batch_id=batch_id, reason=reason))
+        self._trigger(
+            InstructionRequeued(batch_id=batch_id, reason=reason, without_culprit=without_culprit)
+        )
         return True
+
+    def last_try_without_culprit(self, max_attempts: int) -> bool:
+        """Whether one more batch failing without a culprit uses up its ``max_attempts``.
+        Batches that failed naming another trade do not count: each of those removed a
+        culprit, so requeueing after them cannot go on forever."""
+        return self.failures_without_culprit + 1 >= max_attempts
 
     def apply(self, event: DomainEvent) -> None:
         if isinstance(event, InstructionCreated):
@@ -195,10 +212,14 @@ class Instruction(Aggregate):
             )
         elif isinstance(event, InstructionRequeued):
             self.status, self.batch_id = InstructionStatus.PENDING, None
+            if event.without_culprit:
+                self.failures_without_culprit += 1
         elif isinstance(event, InstructionSettled):
             self.status = InstructionStatus.SETTLED
         elif isinstance(event, InstructionFailed):
             self.status = InstructionStatus.FAILED
+            if event.failed_trade_id is None:
+                self.failures_without_culprit += 1
         else:  # pragma: no cover
             super().apply(event)
 
