@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gc
 import json
 import os
 import statistics
@@ -40,15 +39,22 @@ import orjson
 from prosum_auth import Limits
 from prosum_contracts import Envelope, SchemaRegistry
 from prosum_contracts.topics import IDENTITY_EVENTS, LEDGER_COMMANDS
-from prosum_metering.adapters.signatures import PooledVerifier, verify_all
+from prosum_metering.adapters.signatures import (
+    PooledVerifier,
+    build_verifier,
+    default_workers,
+    verify_all,
+)
 from prosum_metering.adapters.store import read_view, unit_of_work
 from prosum_metering.adapters.tables import tables
 from prosum_metering.application.ingest import IngestService, Item, Submitter
+from prosum_metering.application.ports import SignatureVerifier
 from prosum_metering.domain.minting import mint_command_id
 from prosum_metering.entrypoints.consumers import metering_handlers
 from prosum_platform.eventstore import EventStore, create_store_engine, metadata
 from prosum_platform.messaging import KafkaConfig
 from prosum_platform.runtime.tansu import start_tansu
+from prosum_platform.service.gc_tuning import freeze_startup_objects, tune_gc
 from tests.support.kafka_io import TopicReader, publish
 from tests.support.service_process import ServiceProcess
 from tests.support.stores import postgres_server
@@ -199,7 +205,7 @@ def stores(use_pg: bool) -> Iterator[list[tuple[str, str]]]:
                 yield [*urls, ("PostgreSQL", pg_url)]
 
 
-def bench_in_process(pool: PooledVerifier, meters: int, rounds: int, use_pg: bool) -> None:
+def bench_in_process(pool: SignatureVerifier, meters: int, rounds: int, use_pg: bool) -> None:
     live_fleet = fleet(meters)
     live = [[reading(m, k) for m in live_fleet] for k in range(rounds)]
     fill_fleet = fleet(50, first=meters)
@@ -386,16 +392,27 @@ def main() -> None:
     parser.add_argument("--no-pg", action="store_true")
     args = parser.parse_args()
     print(f"metering ingest on {WORKERS} CPU(s)")
+    tune_gc()  # as the service process does
     pool = PooledVerifier(WORKERS)
     try:
         pool.warm_up()
-        gc.freeze()  # as the service does once it has started
         print("1. signature verification")
         bench_verification(pool)
-        print("2. in process, application layer (verify, check, store, measure, mint, outbox)")
-        bench_in_process(pool, args.meters, args.rounds, not args.no_pg)
     finally:
         pool.close()
+    # The service's own verifier: one process per CPU but one, beside the request thread.
+    verifier = build_verifier(None)
+    try:
+        if isinstance(verifier, PooledVerifier):
+            verifier.warm_up()
+        freeze_startup_objects()  # as the service does once it has started
+        print(
+            "2. in process, application layer (verify, check, store, measure, mint, outbox; "
+            f"{default_workers()} verifying process(es))"
+        )
+        bench_in_process(verifier, args.meters, args.rounds, not args.no_pg)
+    finally:
+        verifier.close()
     if not args.no_http:
         print("3. through HTTP (metering as a process, SQLite, tansu)")
         asyncio.run(bench_http(args.meters, args.rounds))

@@ -10,9 +10,11 @@ import threading
 
 import pytest
 
-from prosum_metering.adapters.store import CODEC
+from prosum_metering.adapters.signatures import PooledVerifier
+from prosum_metering.adapters.store import CODEC, read_view, unit_of_work
+from prosum_metering.adapters.tables import intervals, readings
 from prosum_metering.application.access import Requester
-from prosum_metering.application.ingest import Submitter
+from prosum_metering.application.ingest import IngestService, Submitter
 from prosum_metering.domain.model import Decision, ReadingsRecorded
 from prosum_metering.domain.readings import Reason
 from prosum_platform.domain import DomainRuleViolation
@@ -426,3 +428,47 @@ def test_two_conflicts_for_one_reading_cannot_both_replace_it(
         "intervals"
     ]
     assert interval["export_wh"] == 110
+
+
+def test_a_forged_reading_in_a_batch_checked_by_worker_processes_is_refused_alone(
+    metering: Metering, producer: Meter
+) -> None:
+    """Signatures are checked by worker processes while the transaction works out and writes
+    the batch; a forged reading found before the commit rolls it back and the batch is
+    written again without it: its neighbours are kept, nothing of it is stored or published,
+    and the two intervals around it are reported as a gap, not invented."""
+    pool = PooledVerifier(1, inline_below=1, chunk=16)
+    metering.ingest = IngestService(
+        unit_of_work(metering.store), read_view(metering.store), pool, metering.clock
+    )
+    try:
+        metering.deliver(*onboarding(producer))
+        day = list(day_readings(producer, DAY_START))
+        day[40] = day[40] | {"export_wh": int(day[40]["export_wh"]) + 1}  # signed bytes differ
+        result = metering.submit(producer, day)
+    finally:
+        pool.close()
+    assert reasons(result) == {40: Reason.SIGNATURE_INVALID}
+    assert len(by_status(result)["accepted"]) == 96
+    with metering.engine.connect() as conn:
+        stored = conn.execute(readings.select()).all()
+        ends = {row.interval_end for row in stored}
+        minted_starts = {row.interval_start for row in conn.execute(intervals.select()).all()}
+    assert len(stored) == 96
+    forged_end = DAY_START + 40 * INTERVAL
+    assert forged_end not in ends
+    # 94 intervals measured; the two around the forged reading are a gap.
+    assert len(minted_starts) == 94
+    assert forged_end - INTERVAL not in minted_starts
+    assert forged_end not in minted_starts
+    [gap] = metering.published("metering.gap_detected")
+    assert (gap.data["gap_start"], gap.data["gap_end"]) == (
+        utc(forged_end - INTERVAL),
+        utc(forged_end + INTERVAL),
+    )
+    assert gap.data["unmeasured_intervals"] == 2
+    [recorded] = metering.published("metering.readings_received")
+    assert recorded.data["accepted"] == 96
+    assert recorded.data["rejected"] == 1
+    [refused] = metering.published("metering.readings_rejected")
+    assert [r["position"] for r in refused.data["rejections"]] == [40]

@@ -88,6 +88,11 @@ class SchemaRegistry:
         """Validate an envelope before it is published; raises a ContractError."""
         self._check_dict(envelope.to_dict())
 
+    def check(self, document: dict[str, Any]) -> None:
+        """Validate an envelope already in its JSON form (``Envelope.to_dict()``), for a caller
+        that goes on to serialize that same document; raises a ContractError."""
+        self._check_dict(document)
+
     def decode(self, raw: bytes | None) -> Envelope:
         """Parse and validate a message value read from Kafka; raises a ContractError."""
         if raw is None:

@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from prosum_contracts import Envelope, SchemaRegistry, TraceContext
 from prosum_platform.domain import ConcurrencyConflict
+from prosum_platform.eventstore.bulk import BulkStatement
+from prosum_platform.eventstore.engine import write_lock
 from prosum_platform.eventstore.schema import (
     events,
     leases,
@@ -37,6 +39,8 @@ _CURRENT_VERSION = select(func.max(events.c.version)).where(
 )
 _INSERT_EVENTS = insert(events).returning(events.c.position)
 _INSERT_OUTBOX = insert(outbox)
+_OUTBOX_COLUMNS = ("event_id", "topic", "message_key", "payload", "headers", "created_at")
+_BULK_OUTBOX = BulkStatement.insert(outbox, _OUTBOX_COLUMNS)
 _LOAD_STREAM = (
     select(events)
     .where(events.c.stream_id == bindparam("stream_id"), events.c.version > bindparam("after"))
@@ -229,9 +233,14 @@ class Transaction:
     # -- outbox ----------------------------------------------------------------------------
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Put many integration events in the outbox with one statement (order kept)."""
-        rows = [self._outbox_row(envelope, None)[1] for envelope in envelopes]
+        if not envelopes:
+            return
+        # One transaction runs under one span: its trace context is looked up once.
+        trace = self._trace_provider() if self._trace_provider is not None else None
+        now = _now()
+        rows = [self._outbox_row(envelope, None, trace, now)[1] for envelope in envelopes]
         if rows:
-            self.conn.execute(_INSERT_OUTBOX, rows)
+            _BULK_OUTBOX.execute(self.conn, rows)
             self.enqueued += len(rows)
 
     def enqueue(self, envelope: Envelope, topic: str | None = None) -> Envelope:
@@ -241,16 +250,22 @@ class Transaction:
         command that made it instead of reaching other services. The current trace context is
         attached when the envelope carries none.
         """
-        traced, row = self._outbox_row(envelope, topic)
-        self.conn.execute(_INSERT_OUTBOX, row)
+        trace = self._trace_provider() if self._trace_provider is not None else None
+        traced, row = self._outbox_row(envelope, topic, trace, _now())
+        self.conn.execute(_INSERT_OUTBOX, dict(zip(_OUTBOX_COLUMNS, row, strict=True)))
         self.enqueued += 1
         return traced
 
-    def _outbox_row(self, envelope: Envelope, topic: str | None) -> tuple[Envelope, dict[str, Any]]:
-        if envelope.trace.traceparent is None and self._trace_provider is not None:
-            envelope = envelope.with_trace(self._trace_provider())
+    def _outbox_row(
+        self, envelope: Envelope, topic: str | None, trace: TraceContext | None, now: datetime
+    ) -> tuple[Envelope, tuple[str, str, str, bytes, str, datetime]]:
+        """The envelope (with ``trace`` attached when it carries none) and its outbox row, in
+        _OUTBOX_COLUMNS order."""
+        if envelope.trace.traceparent is None and trace is not None and trace.traceparent:
+            envelope = envelope.with_trace(trace)
+        document = envelope.to_dict()
         if self._registry is not None:
-            self._registry.validate(envelope)
+            self._registry.check(document)
             topic = topic or self._registry.topic_for(envelope.type, envelope.schema_version)
         if topic is None:
             raise ValueError("no topic given and no registry to look one up")
@@ -259,16 +274,16 @@ class Transaction:
             "event_type": envelope.type,
             "schema_version": str(envelope.schema_version),
             "source": envelope.source,
-            **envelope.trace.as_dict(),
+            **document["trace"],
         }
-        return envelope, {
-            "event_id": envelope.event_id,
-            "topic": topic,
-            "message_key": envelope.subject,
-            "payload": envelope.to_bytes(),
-            "headers": _dumps(headers),
-            "created_at": _now(),
-        }
+        return envelope, (
+            envelope.event_id,
+            topic,
+            envelope.subject,
+            orjson.dumps(document),
+            _dumps(headers),
+            now,
+        )
 
     # -- idempotent consumption -----------------------------------------------------------
     def record_processed(self, consumer: str, event_id: str) -> bool:
@@ -336,8 +351,14 @@ class EventStore:
         self._outbox_listeners.append(listener)
 
     @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection in a write transaction, committed at the end (rolled back on error)."""
+        with write_lock(self.engine), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             tx = Transaction(conn, self.registry, self._trace_provider)
             yield tx
         if tx.enqueued:
@@ -391,7 +412,7 @@ class EventStore:
     def mark_sent(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=_now()))
 
     def pending_outbox(self) -> int:
@@ -404,7 +425,7 @@ class EventStore:
 
     def purge_sent(self, older_than: timedelta) -> int:
         cutoff = _now() - older_than
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             result = conn.execute(
                 outbox.delete().where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
             )
@@ -413,7 +434,7 @@ class EventStore:
     def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Take or renew a named lease; True if ``holder`` has it now."""
         now = _now()
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             renewed = conn.execute(
                 update(leases)
                 .where(
@@ -429,5 +450,5 @@ class EventStore:
             )
 
     def release_lease(self, name: str, holder: str) -> None:
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))

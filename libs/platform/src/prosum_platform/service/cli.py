@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from prosum_platform.service.gc_tuning import tune_gc
 from prosum_platform.service.migrations import downgrade, upgrade
 from prosum_platform.service.runtime import ServiceDefinition, build_platform, create_app
 from prosum_platform.settings import ServiceSettings
@@ -54,6 +55,7 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
 
     import uvicorn
 
+    tune_gc()
     if settings.database.migrate_on_start:
         upgrade(definition.package, settings.database_url)
     platform = build_platform(definition, settings)

@@ -34,5 +34,7 @@ class MeteringSettings(BaseSettings):
         default=None,
         ge=0,
         le=64,
-        description="processes verifying signatures; unset: one per CPU; 0: in the request thread",
+        description=(
+            "processes verifying signatures; unset: one per CPU but one; 0: in the request thread"
+        ),
     )

@@ -3,7 +3,9 @@
 libsodium verifies in about 46 µs here where ``cryptography`` (OpenSSL) takes about 100 µs, and
 verification is most of the work of ingesting a reading. Large batches are also split over
 worker processes; small ones (a single reading) are verified in the calling thread, where the
-round trip to a worker would cost more than it saves.
+round trip to a worker would cost more than it saves. ``begin`` hands a batch to the workers and
+returns at once, so ingestion checks the series and prepares its writes while the signatures are
+checked on the other core.
 
 libsodium refuses a non-canonical ``S`` (>= the group order) and small-order public keys, so a
 valid signature cannot be altered into a second valid encoding.
@@ -15,8 +17,8 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import VerifyKey
@@ -53,11 +55,44 @@ def _warm() -> int:
     return os.getpid()
 
 
+class Deferred:
+    """Outcomes computed in the calling thread when first asked for."""
+
+    def __init__(self, compute: Callable[[], list[bool]]) -> None:
+        self._compute: Callable[[], list[bool]] | None = compute
+        self._outcomes: list[bool] = []
+
+    def result(self) -> list[bool]:
+        if self._compute is not None:
+            self._outcomes, self._compute = self._compute(), None
+        return self._outcomes
+
+
+class Pending:
+    """Outcomes being computed by worker processes, one future per chunk."""
+
+    def __init__(self, futures: list[Future[list[bool]]]) -> None:
+        self._futures = futures
+        self._outcomes: list[bool] | None = None
+
+    def result(self) -> list[bool]:
+        if self._outcomes is None:
+            outcomes: list[bool] = []
+            for future in self._futures:
+                outcomes.extend(future.result())
+            self._outcomes = outcomes
+        return self._outcomes
+
+
 class InlineVerifier:
     """Verifies in the calling thread."""
 
     def verify_many(self, items: Sequence[Item]) -> list[bool]:
         return verify_all(items)
+
+    def begin(self, items: Sequence[Item]) -> Deferred:
+        chosen = list(items)
+        return Deferred(lambda: self.verify_many(chosen))
 
     def close(self) -> None:
         return None
@@ -83,14 +118,21 @@ class PooledVerifier:
         list(self._pool.map(_warm_sleep, range(self.workers)))
 
     def verify_many(self, items: Sequence[Item]) -> list[bool]:
+        return self.begin(items).result()
+
+    def begin(self, items: Sequence[Item]) -> Deferred | Pending:
+        """Hand the chunks of a large batch to the workers and return at once; a small one
+        is checked in the calling thread when its result is asked for."""
         if len(items) < self._inline_below:
-            return verify_all(items)
+            chosen = list(items)
+            return Deferred(lambda: verify_all(chosen))
         size = max(self._chunk, -(-len(items) // (self.workers * 4)))
-        parts = [list(items[i : i + size]) for i in range(0, len(items), size)]
-        out: list[bool] = []
-        for result in self._pool.map(verify_all, parts):
-            out.extend(result)
-        return out
+        return Pending(
+            [
+                self._pool.submit(verify_all, list(items[i : i + size]))
+                for i in range(0, len(items), size)
+            ]
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -102,9 +144,16 @@ def _warm_sleep(_n: int) -> int:
     return _warm()
 
 
+def default_workers() -> int:
+    """One verifying process per CPU but one: the service's own process (parsing, checking
+    the series, writing) keeps a core, and verification runs beside it rather than taking
+    turns with it. On one CPU, verification stays in the request thread."""
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
 def build_verifier(workers: int | None) -> InlineVerifier | PooledVerifier:
-    """``workers``: processes to verify in; None means one per CPU, 0 means inline."""
-    count = (os.cpu_count() or 1) if workers is None else workers
+    """``workers``: processes to verify in; None means ``default_workers()``, 0 means inline."""
+    count = default_workers() if workers is None else workers
     if count <= 0:
         return InlineVerifier()
     return PooledVerifier(count)

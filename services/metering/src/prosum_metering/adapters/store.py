@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prosum_auth.trust import participant_status
@@ -69,6 +69,7 @@ from prosum_metering.domain.series import Gap, Interval, Point
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
 from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
+from prosum_platform.eventstore.bulk import BulkStatement
 
 SOURCE = "metering"
 CODEC = EventCodec().register(*METERING_EVENTS)
@@ -77,17 +78,55 @@ _BATCHES = Repository(ReadingBatch, CODEC)
 _CONFLICTS = Repository(ReadingConflict, CODEC)
 _MINTS = Repository(MintOutcome, CODEC)
 
-_INSERT_READINGS = insert(readings)
-_INSERT_INTERVALS = insert(intervals)
-_MOVE_HEAD = (
-    update(series)
-    .where(series.c.metering_point == bindparam("mp"))
-    .values(
-        head_end=bindparam("end"),
-        head_import_wh=bindparam("imp"),
-        head_export_wh=bindparam("exp"),
-        head_hash=bindparam("hash"),
-    )
+_READING_ROW = (
+    "reading_hash",
+    "metering_point",
+    "interval_end",
+    "device_id",
+    "participant_id",
+    "import_wh",
+    "export_wh",
+    "signature",
+    "submission_id",
+    "batch_id",
+    "received_at",
+)
+_INTERVAL_ROW = (
+    "metering_point",
+    "interval_start",
+    "participant_id",
+    "import_wh",
+    "export_wh",
+    "surplus_wh",
+    "consumption_wh",
+    "start_hash",
+    "end_hash",
+    "evidence_hash",
+    "mint_status",
+    "mint_command_id",
+    "mint_wh",
+    "mint_evidence_hash",
+    "mint_tx_id",
+    "mint_block",
+    "mint_reason",
+    "adjustment_wh",
+    "submission_id",
+    "measured_at",
+)
+_INSERT_READINGS = BulkStatement.insert(readings, _READING_ROW)
+_INSERT_INTERVALS = BulkStatement.insert(intervals, _INTERVAL_ROW)
+_MOVE_HEAD = BulkStatement.update(
+    series,
+    ["metering_point"],
+    ["head_end", "head_import_wh", "head_export_wh", "head_hash"],
+)
+_DEVICE_COLUMNS = (
+    devices.c.device_id.label("d_device_id"),
+    devices.c.participant_id.label("d_participant_id"),
+    devices.c.public_key.label("d_public_key"),
+    devices.c.metering_point.label("d_metering_point"),
+    devices.c.rating_w.label("d_rating_w"),
+    devices.c.status.label("d_status"),
 )
 _READING_COLUMNS = (
     readings.c.interval_end,
@@ -161,48 +200,50 @@ def _stored_reading(row: Any, superseded: bool) -> StoredReading:
     )
 
 
-def _reading_row(new: NewReading, received_at: datetime) -> dict[str, Any]:
+def _reading_row(new: NewReading, received_at: datetime) -> tuple[Any, ...]:
+    """A reading's row, in _READING_ROW order."""
     r = new.reading
-    return {
-        "reading_hash": new.reading_hash,
-        "metering_point": r.metering_point,
-        "interval_end": r.interval_end,
-        "device_id": r.device_id,
-        "participant_id": new.participant_id,
-        "import_wh": r.import_wh,
-        "export_wh": r.export_wh,
-        "signature": b64url(r.signature),
-        "submission_id": new.submission_id,
-        "batch_id": None,
-        "received_at": received_at,
-    }
+    return (
+        new.reading_hash,
+        r.metering_point,
+        r.interval_end,
+        r.device_id,
+        new.participant_id,
+        r.import_wh,
+        r.export_wh,
+        b64url(r.signature),
+        new.submission_id,
+        None,
+        received_at,
+    )
 
 
-def _interval_row(m: MeasuredInterval, at: datetime) -> dict[str, Any]:
+def _interval_row(m: MeasuredInterval, at: datetime) -> tuple[Any, ...]:
+    """An interval's row, in _INTERVAL_ROW order."""
     i = m.interval
     evidence = i.evidence_hash
-    return {
-        "metering_point": i.metering_point,
-        "interval_start": i.start,
-        "participant_id": m.participant_id,
-        "import_wh": i.import_wh,
-        "export_wh": i.export_wh,
-        "surplus_wh": i.surplus_wh,
-        "consumption_wh": i.consumption_wh,
-        "start_hash": i.start_hash,
-        "end_hash": i.end_hash,
-        "evidence_hash": evidence,
-        "mint_status": m.mint_status.value,
-        "mint_command_id": m.mint_command_id,
-        "mint_wh": m.mint_wh,
-        "mint_evidence_hash": evidence if m.mint_command_id is not None else None,
-        "mint_tx_id": None,
-        "mint_block": None,
-        "mint_reason": None,
-        "adjustment_wh": 0,
-        "submission_id": m.submission_id,
-        "measured_at": at,
-    }
+    return (
+        i.metering_point,
+        i.start,
+        m.participant_id,
+        i.import_wh,
+        i.export_wh,
+        i.surplus_wh,
+        i.consumption_wh,
+        i.start_hash,
+        i.end_hash,
+        evidence,
+        m.mint_status.value,
+        m.mint_command_id,
+        m.mint_wh,
+        evidence if m.mint_command_id is not None else None,
+        None,
+        None,
+        None,
+        0,
+        m.submission_id,
+        at,
+    )
 
 
 class _Reads:
@@ -343,12 +384,14 @@ class SqlMeteringStore(_Reads):
         if not metering_points:
             return {}
         # Rows are locked in key order, so two submissions never wait on each other in a
-        # circle. (SQLite has one writer at a time and needs no row locks.)
+        # circle. (SQLite has one writer at a time and needs no row locks.) The device that
+        # measures each point comes in the same query.
         rows = self._conn.execute(
-            select(series)
+            select(series, *_DEVICE_COLUMNS)
+            .select_from(series.outerjoin(devices, devices.c.device_id == series.c.device_id))
             .where(series.c.metering_point.in_(sorted(metering_points)))
             .order_by(series.c.metering_point)
-            .with_for_update()
+            .with_for_update(of=series)
         )
         found: dict[str, Series] = {}
         for row in rows:
@@ -362,8 +405,20 @@ class SqlMeteringStore(_Reads):
                     row.head_hash,
                 )
             )
+            device = (
+                None
+                if row.d_device_id is None
+                else Device(
+                    device_id=row.d_device_id,
+                    participant_id=row.d_participant_id,
+                    public_key=bytes(row.d_public_key),
+                    metering_point=row.d_metering_point,
+                    rating_w=int(row.d_rating_w),
+                    active=row.d_status == "active",
+                )
+            )
             found[row.metering_point] = Series(
-                row.metering_point, row.participant_id, int(row.rating_w), head
+                row.metering_point, row.participant_id, int(row.rating_w), head, device
             )
         return found
 
@@ -400,26 +455,14 @@ class SqlMeteringStore(_Reads):
         now = _now()
         self._append_submission(submission)
         try:
-            if readings_:
-                self._conn.execute(_INSERT_READINGS, [_reading_row(r, now) for r in readings_])
-            if measured:
-                self._conn.execute(_INSERT_INTERVALS, [_interval_row(m, now) for m in measured])
+            _INSERT_READINGS.execute(self._conn, [_reading_row(r, now) for r in readings_])
+            _INSERT_INTERVALS.execute(self._conn, [_interval_row(m, now) for m in measured])
         except IntegrityError:
             raise ConcurrencyConflict(submission.id, 0, None) from None
-        if heads:
-            self._conn.execute(
-                _MOVE_HEAD,
-                [
-                    {
-                        "mp": mp,
-                        "end": p.end,
-                        "imp": p.import_wh,
-                        "exp": p.export_wh,
-                        "hash": p.reading_hash,
-                    }
-                    for mp, p in heads.items()
-                ],
-            )
+        _MOVE_HEAD.execute(
+            self._conn,
+            [(p.end, p.import_wh, p.export_wh, p.reading_hash, mp) for mp, p in heads.items()],
+        )
         for gap, owner in gaps_opened:
             self._conn.execute(
                 insert(gaps).values(
@@ -645,7 +688,7 @@ class SqlMeteringStore(_Reads):
             )
         )
         self._conn.execute(readings.delete().where(readings.c.reading_hash == held_hash))
-        self._conn.execute(_INSERT_READINGS, [_reading_row(replacement, now)])
+        _INSERT_READINGS.execute(self._conn, [_reading_row(replacement, now)])
         r = replacement.reading
         self._conn.execute(
             update(series)

@@ -6,8 +6,9 @@ One submission (a request of one participant, one reading or thousands) goes thr
 2. device: known, not revoked, measuring that metering point, and covered by the submitter's
    threshold (the reading's device belongs to the threshold's participant and, where the
    threshold names a metering point, measures it);
-3. signature: Ed25519 with the device key from identity's events (outside the transaction,
-   in parallel where the verifier has processes);
+3. signature: Ed25519 with the device key from identity's events, checked by the verifier's
+   worker processes while this process goes on with step 4; the outcomes are taken before the
+   commit, and a reading that does not verify rolls the transaction back to be run without it;
 4. series, in one transaction with a lock on each metering point: duplicates, conflicts,
    registers never going back and plausible for the rating, also for late readings; then the
    intervals this completes, the gaps it opens or closes, and the mint of each interval's
@@ -34,7 +35,9 @@ from prosum_metering.application.ports import (
     MeasuredInterval,
     MeteringStore,
     NewReading,
+    PendingVerification,
     ReadView,
+    Series,
     SignatureVerifier,
     UnitOfWork,
 )
@@ -148,6 +151,8 @@ class _Verified:
     device: Device
     held: bool = False
     """The very same signed reading is stored already (so it was not verified again)."""
+    check: int = -1
+    """Its place among the signature checks started, when it is not held."""
 
 
 @dataclass
@@ -170,6 +175,20 @@ class _Draft:
 
     def statuses(self) -> list[str]:
         return [r.status for r in self.results.values()]
+
+    def copy(self) -> _Draft:
+        """A new draft with the same header and the results decided so far."""
+        return _Draft(
+            self.submission_id, self.submitter, self.received_at, self.fmt, dict(self.results)
+        )
+
+
+class _Forged(Exception):
+    """Readings whose signatures turned out not to verify, found before the commit."""
+
+    def __init__(self, items: list[_Verified]) -> None:
+        super().__init__(f"{len(items)} signature(s) do not verify")
+        self.items = items
 
 
 def chunks(items: Sequence[Any], size: int = EVENT_ITEMS) -> list[Sequence[Any]]:
@@ -259,11 +278,11 @@ class IngestService:
                 continue
             parsed.append((item.position, reading))
 
-        verified = self._verify(submitter, parsed, results)
+        verified, signatures = self._verify(submitter, parsed, results)
         submission_id = self._new_id()
         for attempt in range(WRITE_ATTEMPTS):
             # Each try starts from what was decided before the transaction.
-            final = _Draft(
+            base = _Draft(
                 submission_id=submission_id,
                 submitter=submitter,
                 received_at=datetime.fromtimestamp(now, UTC),
@@ -272,8 +291,19 @@ class IngestService:
             )
             try:
                 with self._uow() as store:
-                    self._write(store, final, verified, described)
+                    final = self._write(store, base, verified, signatures, described)
                 break
+            except _Forged as forged:
+                for bad in forged.items:
+                    position = bad.candidate.position
+                    results[position] = _rejected(
+                        position,
+                        Reason.SIGNATURE_INVALID,
+                        "the signature does not verify with the key of device "
+                        f"{bad.candidate.reading.device_id}",
+                    )
+                dropped = {id(bad) for bad in forged.items}
+                verified = [v for v in verified if id(v) not in dropped]
             except ConcurrencyConflict:
                 # Another submission stored one of these readings first: run again; it is
                 # then a duplicate (or a conflict) like any repeat.
@@ -293,9 +323,15 @@ class IngestService:
         submitter: Submitter,
         parsed: list[tuple[int, SignedReading]],
         results: dict[int, ItemResult],
-    ) -> list[_Verified]:
+    ) -> tuple[list[_Verified], PendingVerification | None]:
+        """The readings whose device may submit them, and their signature checks started.
+
+        The checks run in the verifier's workers while the transaction locks the series, works
+        out what the readings do and writes it; the transaction takes the outcomes before it
+        commits.
+        """
         if not parsed:
-            return []
+            return [], None
         devices = self._devices({r.device_id for _, r in parsed})
         pending: list[tuple[int, SignedReading, Device, bytes, str]] = []
         for position, reading in parsed:
@@ -312,24 +348,16 @@ class IngestService:
         # they were first stored. A resent day costs a lookup, not a signature check each.
         with self._read() as queries:
             held = queries.known_hashes({p[4] for p in pending})
-        outcomes = iter(
-            self._verifier.verify_many(
-                [(d.public_key, m, r.signature) for _, r, d, m, h in pending if h not in held]
-            )
-        )
+        checks: list[tuple[bytes, bytes, bytes]] = []
         verified: list[_Verified] = []
-        for position, reading, device, _message, reading_hash in pending:
-            known = reading_hash in held
-            if not known and not next(outcomes):
-                results[position] = _rejected(
-                    position,
-                    Reason.SIGNATURE_INVALID,
-                    f"the signature does not verify with the key of device {reading.device_id}",
-                )
-                continue
+        for position, reading, device, message, reading_hash in pending:
             candidate = Candidate(position, reading, reading_hash)
-            verified.append(_Verified(candidate, device, held=known))
-        return verified
+            if reading_hash in held:
+                verified.append(_Verified(candidate, device, held=True))
+            else:
+                verified.append(_Verified(candidate, device, check=len(checks)))
+                checks.append((device.public_key, message, reading.signature))
+        return verified, (self._verifier.begin(checks) if checks else None)
 
     def _devices(self, device_ids: set[str]) -> dict[str, Device]:
         """Devices to verify against, cached for a few seconds: the transaction checks them
@@ -358,27 +386,36 @@ class IngestService:
     def _write(
         self,
         store: MeteringStore,
-        draft: _Draft,
+        base: _Draft,
         verified: list[_Verified],
+        signatures: PendingVerification | None,
         described: dict[int, dict[str, Any]],
-    ) -> None:
+    ) -> _Draft:
         # Identity may have revoked a device, or given it a new key, since the check outside
-        # the transaction: this check is the one that counts.
-        current = store.devices({v.device.device_id for v in verified})
+        # the transaction: this check is the one that counts. Locking the series reads the
+        # device measuring each point; a reading from another device is looked up.
+        series = store.lock_series({v.candidate.reading.metering_point for v in verified})
+        current = {s.device.device_id: s.device for s in series.values() if s.device is not None}
+        others = {v.device.device_id for v in verified} - current.keys()
+        if others:
+            current.update(store.devices(others))
         by_point: dict[str, list[Candidate]] = defaultdict(list)
         rekeyed: list[tuple[Candidate, Device]] = []
+        awaited: list[_Verified] = []
         for item in verified:
             candidate = item.candidate
             device = current.get(item.device.device_id)
-            problem = device_problem(candidate.reading, device, draft.submitter)
+            problem = device_problem(candidate.reading, device, base.submitter)
             if problem is not None:
-                draft.results[candidate.position] = _rejected(candidate.position, *problem)
+                base.results[candidate.position] = _rejected(candidate.position, *problem)
             elif (
                 device is not None and device.public_key != item.device.public_key and not item.held
             ):
                 rekeyed.append((candidate, device))
             else:
                 by_point[candidate.reading.metering_point].append(candidate)
+                if not item.held:
+                    awaited.append(item)
         if rekeyed:
             self._device_cache.clear()
             valid = self._verifier.verify_many(
@@ -388,16 +425,72 @@ class IngestService:
                 if ok:
                     by_point[candidate.reading.metering_point].append(candidate)
                 else:
-                    draft.results[candidate.position] = _rejected(
+                    base.results[candidate.position] = _rejected(
                         candidate.position,
                         Reason.SIGNATURE_INVALID,
                         "the signature does not verify with the device's current key",
                     )
 
-        series = store.lock_series(by_point)
+        draft = base.copy()
+        intervals = self._evaluate(store, draft, by_point, series)
+        draft.measured = self._decide_mints(store, intervals, draft)
+        draft.interval_views = [interval_data(m) for m in draft.measured]
+        refusals = [
+            _refusal(r, described.get(r.position))
+            for r in sorted(draft.results.values(), key=lambda r: r.position)
+            if r.status == "rejected"
+        ]
+        submission = Submission.record(
+            ReadingsRecorded(
+                submission_id=draft.submission_id,
+                participant_id=draft.submitter.participant_id,
+                format=draft.fmt,
+                received_at=draft.received_at,
+                readings=tuple(
+                    {**reading_as_dict(r.reading), "reading_hash": r.reading_hash}
+                    for r in draft.accepted
+                ),
+                duplicates=draft.statuses().count("duplicate"),
+                refusals=tuple(refusals),
+                intervals=tuple(draft.interval_views),
+                gaps_opened=tuple(gap_data(g, p) for g, p in draft.opened),
+                gaps_closed=tuple(gap_data(g, p) for g, p in draft.closed),
+            )
+        )
+        store.record_submission(
+            submission,
+            draft.accepted,
+            draft.measured,
+            draft.heads,
+            draft.opened,
+            [g for g, _ in draft.closed],
+            draft.conflicts,
+        )
+        self._publish(store, draft, refusals)
+        # Everything above was worked out and written as if every signature verifies (nearly
+        # always so) while the workers checked them; only now, before the commit, are the
+        # outcomes needed. A reading that does not verify rolls the transaction back, and it
+        # runs again without it.
+        outcomes = signatures.result() if signatures is not None and awaited else []
+        forged = [item for item in awaited if not outcomes[item.check]]
+        if forged:
+            raise _Forged(forged)
+        return draft
+
+    def _evaluate(
+        self,
+        store: MeteringStore,
+        draft: _Draft,
+        by_point: dict[str, list[Candidate]],
+        series: dict[str, Series],
+    ) -> list[Interval]:
+        """Each metering point's candidates against its series: what is accepted, a duplicate
+        or refused, the intervals completed and the gaps opened or closed (nothing written)."""
         intervals: list[Interval] = []
         for metering_point in sorted(by_point):
             candidates = by_point[metering_point]
+            if not candidates:
+                continue
             held = series.get(metering_point)
             if held is None:
                 for c in candidates:
@@ -448,41 +541,7 @@ class IngestService:
                 draft.heads[metering_point] = outcome.head
             draft.opened.extend((gap, owner) for gap in outcome.gaps_opened)
             draft.closed.extend((gap, owner) for gap in outcome.gaps_closed)
-
-        draft.measured = self._decide_mints(store, intervals, draft)
-        draft.interval_views = [interval_data(m) for m in draft.measured]
-        refusals = [
-            _refusal(r, described.get(r.position))
-            for r in sorted(draft.results.values(), key=lambda r: r.position)
-            if r.status == "rejected"
-        ]
-        submission = Submission.record(
-            ReadingsRecorded(
-                submission_id=draft.submission_id,
-                participant_id=draft.submitter.participant_id,
-                format=draft.fmt,
-                received_at=draft.received_at,
-                readings=tuple(
-                    {**reading_as_dict(r.reading), "reading_hash": r.reading_hash}
-                    for r in draft.accepted
-                ),
-                duplicates=draft.statuses().count("duplicate"),
-                refusals=tuple(refusals),
-                intervals=tuple(draft.interval_views),
-                gaps_opened=tuple(gap_data(g, p) for g, p in draft.opened),
-                gaps_closed=tuple(gap_data(g, p) for g, p in draft.closed),
-            )
-        )
-        store.record_submission(
-            submission,
-            draft.accepted,
-            draft.measured,
-            draft.heads,
-            draft.opened,
-            [g for g, _ in draft.closed],
-            draft.conflicts,
-        )
-        self._publish(store, draft, refusals)
+        return intervals
 
     def _conflict(
         self,

@@ -52,6 +52,8 @@ class Series:
     participant_id: str
     rating_w: int
     head: Point | None
+    device: Device | None = None
+    """The device that measures it now, read with the lock (so not revoked meanwhile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +304,21 @@ class MeteringQueries(Protocol):
     def conflicts(self, status: str | None) -> list[ConflictRecord]: ...
 
 
+class PendingVerification(Protocol):
+    def result(self) -> list[bool]:
+        """The outcomes, in the order given; waits for them if they are still being checked."""
+        ...
+
+
 class SignatureVerifier(Protocol):
     def verify_many(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
         """For each (public key, message, signature): does the signature verify?"""
+        ...
+
+    def begin(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> PendingVerification:
+        """Start checking ``items`` and return at once where the verifier works elsewhere
+        (worker processes), so the caller can go on meanwhile; ``result()`` gives the
+        outcomes."""
         ...
 
 
