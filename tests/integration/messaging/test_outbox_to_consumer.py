@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from prosum_contracts import Envelope, SchemaRegistry
@@ -33,6 +34,7 @@ from prosum_platform.messaging import (
     OutboxRelay,
     Subscription,
 )
+from prosum_platform.messaging.kafka import ensure_topics
 from prosum_platform.runtime.tansu import TansuBroker
 
 pytestmark = [pytest.mark.kafka]
@@ -394,3 +396,69 @@ async def test_a_batch_handler_applies_a_fetch_at_once_and_still_exactly_once(
     assert seen == list(range(40))
     assert sum(calls) == 40
     assert max(calls) > 1, "runs of one type went to the batch handler together"
+
+
+async def test_relay_batches_keep_each_keys_partition_order_and_headers_on_many_partitions(
+    kafka: KafkaConfig, sqlite_url: str, registry: SchemaRegistry
+) -> None:
+    """The relay hands rows to the producer as record batches per partition: each key still
+    lands on the partition Kafka's default partitioner picks for it (what any other producer
+    of that key would pick), in commit order, with its headers; rows too large to share a
+    batch go in batches of their own."""
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, [topic], partitions=4)
+    engine = create_store_engine(sqlite_url)
+    metadata.create_all(engine)
+    store = EventStore(engine, registry)
+    events = 300
+    with store.transaction() as tx:
+        for n in range(events):
+            envelope = _widget(f"w-{n % 23}", n)
+            if n % 50 == 0:  # larger than a producer batch (16 KB)
+                envelope = Envelope(
+                    type=WIDGET,
+                    schema_version=1,
+                    source="identity",
+                    subject=envelope.subject,
+                    data={**envelope.data, "widget_id": "x" * 40_000},
+                )
+            tx.enqueue(envelope, topic)
+    relay = OutboxRelay(store, kafka, batch_size=120)
+    await relay.start()
+    try:
+        published = 0
+        while sent := await relay.publish_once():
+            published += sent
+    finally:
+        await relay.stop()
+    assert published == events
+    assert store.pending_outbox() == 0
+
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        for _ in range(80):
+            batch = await reader.getmany(timeout_ms=250)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= events:
+                break
+        partitions = sorted(reader.partitions_for_topic(topic) or set())
+    finally:
+        await reader.stop()
+    assert len(partitions) == 4
+    assert len(records) == events
+    choose = DefaultPartitioner()
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in records:
+        assert record.key is not None and record.value is not None
+        assert record.partition == choose(record.key, partitions, partitions)
+        body = json.loads(record.value)
+        by_key[record.key].append(body["data"]["sequence"])
+        assert dict(record.headers)["event_id"].decode() == body["event_id"]
+    assert len(by_key) == 23
+    for sequences in by_key.values():
+        assert sequences == sorted(sequences)
+    assert len({r.partition for r in records}) > 1

@@ -3,9 +3,19 @@ is accepted, refused, measured and reported as gaps."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from prosum_metering.domain.merkle import evidence_hash
 from prosum_metering.domain.readings import Reason, SignedReading
-from prosum_metering.domain.series import Candidate, Gap, Point, evaluate
+from prosum_metering.domain.series import (
+    Candidate,
+    Gap,
+    Point,
+    _after_head,
+    _in_series,
+    evaluate,
+)
 
 T0 = 1_780_000_200
 Q = 900
@@ -144,3 +154,36 @@ def test_a_refused_reading_is_no_neighbour_for_the_next() -> None:
     assert [c.position for c in outcome.accepted] == [1]
     assert outcome.intervals == []  # 1 is missing: a gap, not an interval
     assert [g.start for g in outcome.gaps_opened] == [T0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    head=st.none() | st.tuples(st.integers(0, 50), st.integers(0, 10_000), st.integers(0, 10_000)),
+    step=st.integers(1, 6),
+    rise=st.tuples(st.integers(-50, 20_000), st.integers(-50, 20_000)),
+    rating_w=st.sampled_from([1_000, 40_000]),
+)
+def test_one_reading_after_the_head_is_decided_as_the_general_rules_decide_it(
+    head: tuple[int, int, int] | None,
+    step: int,
+    rise: tuple[int, int],
+    rating_w: int,
+) -> None:
+    """The live case (one reading after the series' latest) has a short path; it decides
+    exactly what the general rules decide."""
+    base = T0
+    held = None if head is None else Point(base + head[0] * Q, head[1], head[2], "a" * 64)
+    after = (held.end if held else base) + step * Q
+    imports = (held.import_wh if held else 0) + rise[0]
+    exports = (held.export_wh if held else 0) + rise[1]
+    if imports < 0 or exports < 0:
+        return
+    reading = SignedReading("dev-1", "MP-1", after, imports, exports, b"\x00" * 64)
+    candidate = Candidate(0, reading, "c" * 64)
+    known = [] if held is None else [held]
+    assert _after_head("MP-1", rating_w, held, candidate) == _in_series(
+        "MP-1", rating_w, known, [candidate]
+    )
+    assert evaluate("MP-1", rating_w, known, [candidate]) == _in_series(
+        "MP-1", rating_w, known, [candidate]
+    )

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.sql.expression import ColumnElement
 
+_UNSET = object()
+
 
 class _Compiled:
     def __init__(self, sql: str, order: list[int] | None, names: list[str] | None) -> None:
@@ -93,11 +95,19 @@ class BulkStatement:
             return 0
         compiled, processors = self._prepare(conn)
         if processors:
+            # Rows of one call mostly share their timestamps: each distinct value is converted
+            # once.
+            memo: list[tuple[Any, Any]] = [(_UNSET, None)] * len(processors)
             converted: list[Any] = []
             for row in rows:
                 values = list(row)
-                for i, processor in processors:
-                    values[i] = processor(values[i])
+                for n, (i, processor) in enumerate(processors):
+                    value = values[i]
+                    seen, out = memo[n]
+                    if value is not seen:
+                        out = processor(value)
+                        memo[n] = (value, out)
+                    values[i] = out
                 converted.append(values)
             rows = converted
         if compiled.order is not None:

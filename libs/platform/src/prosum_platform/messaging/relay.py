@@ -22,6 +22,7 @@ from typing import Any
 import anyio.to_thread
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from prosum_platform.eventstore.store import EventStore, OutboxRow
 from prosum_platform.faults import crash_point
@@ -53,6 +54,8 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[tuple[str, int, str], int] = {}
         self._stopping = False
         self.published = 0
         self._published_counter: Any = None
@@ -126,19 +129,15 @@ class OutboxRelay:
         rows: list[OutboxRow] = await anyio.to_thread.run_sync(self._store.unsent, self._batch_size)
         if not rows:
             return 0
-        futures = []
-        for row in rows:
-            futures.append(
-                await producer.send(
-                    row.topic, row.payload, key=row.key.encode(), headers=row.headers
-                )
-            )
+        sent = await self._send(producer, rows)
         acknowledged: list[int] = []
         failure: BaseException | None = None
-        for row, future in zip(rows, futures, strict=True):
+        for row, future in zip(rows, sent, strict=True):
             try:
                 await future
             except KafkaError as exc:
+                # Rows after the first failure are sent again later, so no key's events
+                # are marked sent past one that was not.
                 failure = exc
                 break
             acknowledged.append(row.id)
@@ -150,3 +149,47 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return len(acknowledged)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: list[OutboxRow]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand ``rows`` to the producer as record batches, one run per partition (the
+        partition the producer's own partitioner picks for the key, so a key's events share a
+        partition whoever publishes them); the future of each row is its batch's."""
+        partitions: dict[str, list[int]] = {}
+        runs: dict[tuple[str, int], list[int]] = {}
+        chosen = self._partition_of
+        if len(chosen) > 100_000:
+            chosen.clear()
+        for index, row in enumerate(rows):
+            known = partitions.get(row.topic)
+            if known is None:
+                known = partitions[row.topic] = list(await producer.partitions_for(row.topic))
+            # Keys repeat (participants, markets): murmur2 in Python is worth remembering.
+            memo = (row.topic, len(known), row.key)
+            partition = chosen.get(memo)
+            if partition is None:
+                partition = chosen[memo] = self._partitioner(row.key.encode(), known, known)
+            runs.setdefault((row.topic, partition), []).append(index)
+        futures: list[asyncio.Future[Any] | None] = [None] * len(rows)
+        for (topic, partition), indexes in runs.items():
+            batch = producer.create_batch()
+            members: list[int] = []
+            for index in indexes:
+                row = rows[index]
+                key = row.key.encode()
+                if batch.append(key=key, value=row.payload, timestamp=None, headers=row.headers):
+                    members.append(index)
+                    continue
+                # Full: send it and start the next one with this row (a batch always takes
+                # its first record, however large).
+                future = await producer.send_batch(batch, topic, partition=partition)
+                for member in members:
+                    futures[member] = future
+                batch = producer.create_batch()
+                batch.append(key=key, value=row.payload, timestamp=None, headers=row.headers)
+                members = [index]
+            future = await producer.send_batch(batch, topic, partition=partition)
+            for member in members:
+                futures[member] = future
+        return [f for f in futures if f is not None]

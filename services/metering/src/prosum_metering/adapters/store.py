@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prosum_auth.trust import participant_status
@@ -64,7 +64,7 @@ from prosum_metering.domain.model import (
     stream_of_mint,
     stream_of_release,
 )
-from prosum_metering.domain.readings import SignedReading, b64url
+from prosum_metering.domain.readings import INTERVAL_S, SignedReading, b64url
 from prosum_metering.domain.series import Gap, Interval, Point
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
@@ -120,6 +120,15 @@ _MOVE_HEAD = BulkStatement.update(
     ["metering_point"],
     ["head_end", "head_import_wh", "head_export_wh", "head_hash"],
 )
+_SERIES_COLUMNS = (
+    series.c.metering_point,
+    series.c.participant_id,
+    series.c.rating_w,
+    series.c.head_end,
+    series.c.head_import_wh,
+    series.c.head_export_wh,
+    series.c.head_hash,
+)
 _DEVICE_COLUMNS = (
     devices.c.device_id.label("d_device_id"),
     devices.c.participant_id.label("d_participant_id"),
@@ -134,6 +143,22 @@ _READING_COLUMNS = (
     readings.c.export_wh,
     readings.c.reading_hash,
 )
+_OF_POINT = select(*_READING_COLUMNS).where(readings.c.metering_point == bindparam("mp"))
+_BEFORE = (
+    _OF_POINT.where(readings.c.interval_end < bindparam("end"))
+    .order_by(readings.c.interval_end.desc())
+    .limit(1)
+)
+_AFTER = (
+    _OF_POINT.where(readings.c.interval_end > bindparam("end"))
+    .order_by(readings.c.interval_end)
+    .limit(1)
+)
+_INSIDE = _OF_POINT.where(
+    readings.c.interval_end.between(bindparam("first"), bindparam("last"))
+).order_by(readings.c.interval_end)
+_CLUSTER_SPAN_S = 8 * INTERVAL_S
+"""Late readings of points within two hours of each other are read in one query."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -387,60 +412,121 @@ class SqlMeteringStore(_Reads):
         # circle. (SQLite has one writer at a time and needs no row locks.) The device that
         # measures each point comes in the same query.
         rows = self._conn.execute(
-            select(series, *_DEVICE_COLUMNS)
+            select(*_SERIES_COLUMNS, *_DEVICE_COLUMNS)
             .select_from(series.outerjoin(devices, devices.c.device_id == series.c.device_id))
             .where(series.c.metering_point.in_(sorted(metering_points)))
             .order_by(series.c.metering_point)
             .with_for_update(of=series)
         )
         found: dict[str, Series] = {}
-        for row in rows:
+        for (
+            metering_point,
+            participant_id,
+            rating_w,
+            head_end,
+            head_import_wh,
+            head_export_wh,
+            head_hash,
+            device_id,
+            device_participant,
+            public_key,
+            device_point,
+            device_rating,
+            device_status,
+        ) in rows:
             head = (
                 None
-                if row.head_end is None
-                else Point(
-                    int(row.head_end),
-                    int(row.head_import_wh),
-                    int(row.head_export_wh),
-                    row.head_hash,
-                )
+                if head_end is None
+                else Point(int(head_end), int(head_import_wh), int(head_export_wh), head_hash)
             )
             device = (
                 None
-                if row.d_device_id is None
+                if device_id is None
                 else Device(
-                    device_id=row.d_device_id,
-                    participant_id=row.d_participant_id,
-                    public_key=bytes(row.d_public_key),
-                    metering_point=row.d_metering_point,
-                    rating_w=int(row.d_rating_w),
-                    active=row.d_status == "active",
+                    device_id,
+                    device_participant,
+                    bytes(public_key),
+                    device_point,
+                    int(device_rating),
+                    device_status == "active",
                 )
             )
-            found[row.metering_point] = Series(
-                row.metering_point, row.participant_id, int(row.rating_w), head, device
+            found[metering_point] = Series(
+                metering_point, participant_id, int(rating_w), head, device
             )
         return found
 
-    def window(self, metering_point: str, first_end: int, last_end: int) -> list[Point]:
-        base = select(*_READING_COLUMNS).where(readings.c.metering_point == metering_point)
-        before = self._conn.execute(
-            base.where(readings.c.interval_end < first_end)
-            .order_by(readings.c.interval_end.desc())
-            .limit(1)
-        ).first()
-        inside = self._conn.execute(
-            base.where(readings.c.interval_end.between(first_end, last_end)).order_by(
-                readings.c.interval_end
+    def windows(self, spans: Mapping[str, tuple[int, int]]) -> dict[str, list[Point]]:
+        # Points whose spans lie close together in time are read with one query over their
+        # common time range, widened by one interval on each side, which holds the neighbours
+        # of readings late by a few intervals. A point whose neighbour lies further away, or
+        # whose own span is long, is read on its own.
+        out: dict[str, list[Point]] = {}
+        ordered = sorted(spans.items(), key=lambda item: item[1][0])
+        cluster: list[str] = []
+        low = high = 0
+        for metering_point, (first, last) in ordered:
+            if last - first > _CLUSTER_SPAN_S:
+                out[metering_point] = self._window(metering_point, first, last)
+                continue
+            if cluster and max(high, last) - low > _CLUSTER_SPAN_S:
+                self._cluster_windows(cluster, spans, low, high, out)
+                cluster = []
+            if not cluster:
+                low, high = first, last
+            cluster.append(metering_point)
+            high = max(high, last)
+        if cluster:
+            self._cluster_windows(cluster, spans, low, high, out)
+        return out
+
+    def _cluster_windows(
+        self,
+        cluster: list[str],
+        spans: Mapping[str, tuple[int, int]],
+        low: int,
+        high: int,
+        out: dict[str, list[Point]],
+    ) -> None:
+        near: dict[str, list[Point]] = {mp: [] for mp in cluster}
+        rows = self._conn.execute(
+            select(readings.c.metering_point, *_READING_COLUMNS)
+            .where(
+                readings.c.metering_point.in_(cluster),
+                readings.c.interval_end.between(low - INTERVAL_S, high + INTERVAL_S),
             )
+            .order_by(readings.c.metering_point, readings.c.interval_end)
+        )
+        for metering_point, end, import_wh, export_wh, reading_hash in rows:
+            near[metering_point].append(
+                Point(int(end), int(import_wh), int(export_wh), reading_hash)
+            )
+        for metering_point in cluster:
+            first, last = spans[metering_point]
+            points = near[metering_point]
+            before = [p for p in points if p.end < first]
+            inside = [p for p in points if first <= p.end <= last]
+            after = [p for p in points if p.end > last]
+            if not before:
+                before = self._neighbour(metering_point, first, earlier=True)
+            if not after:
+                after = self._neighbour(metering_point, last, earlier=False)
+            out[metering_point] = [*before[-1:], *inside, *after[:1]]
+
+    def _neighbour(self, metering_point: str, end: int, *, earlier: bool) -> list[Point]:
+        statement = _BEFORE if earlier else _AFTER
+        row = self._conn.execute(statement, {"mp": metering_point, "end": end}).first()
+        return [] if row is None else [_point(row)]
+
+    def _window(self, metering_point: str, first_end: int, last_end: int) -> list[Point]:
+        inside = self._conn.execute(
+            _INSIDE, {"mp": metering_point, "first": first_end, "last": last_end}
         ).all()
-        after = self._conn.execute(
-            base.where(readings.c.interval_end > last_end)
-            .order_by(readings.c.interval_end)
-            .limit(1)
-        ).first()
-        rows = [*([before] if before else []), *inside, *([after] if after else [])]
-        return [_point(row) for row in rows]
+        return [
+            *self._neighbour(metering_point, first_end, earlier=True),
+            *(_point(row) for row in inside),
+            *self._neighbour(metering_point, last_end, earlier=False),
+        ]
 
     def record_submission(
         self,

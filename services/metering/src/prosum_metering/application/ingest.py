@@ -71,6 +71,7 @@ EVENT_ITEMS = 500
 WRITE_ATTEMPTS = 5
 DEVICE_CACHE_S = 5.0
 DEVICE_CACHE_SIZE = 100_000
+HEADS_CACHE_SIZE = 500_000
 
 READINGS_RECEIVED = "metering.readings_received"
 READINGS_REJECTED = "metering.readings_rejected"
@@ -256,22 +257,21 @@ class IngestService:
         self._skew = clock_skew_s
         self._new_id = new_id
         self._device_cache: dict[str, tuple[float, Device]] = {}
+        self._heads: dict[str, int] = {}
+        """Latest interval end this process stored per metering point (never ahead of the
+        series: heads only move forward)."""
 
     def submit(self, submitter: Submitter, items: Iterable[Item], fmt: str) -> SubmissionResult:
         now = self._clock()
         results: dict[int, ItemResult] = {}
-        described: dict[int, dict[str, Any]] = {}
+        described: dict[int, SignedReading] = {}  # what a refusal says the reading was
         parsed: list[tuple[int, SignedReading]] = []
         for item in items:
             try:
                 if item.problem is not None:
                     raise item.problem
                 reading = parse_reading(item.raw, from_text=item.from_text)
-                described[item.position] = {
-                    "device_id": reading.device_id,
-                    "metering_point": reading.metering_point,
-                    "interval_end": format_utc(reading.interval_end),
-                }
+                described[item.position] = reading
                 check_time(reading, now, self._skew)
             except Rejection as refused:
                 results[item.position] = _rejected(item.position, refused.reason, refused.detail)
@@ -292,6 +292,10 @@ class IngestService:
             try:
                 with self._uow() as store:
                     final = self._write(store, base, verified, signatures, described)
+                if len(self._heads) > HEADS_CACHE_SIZE:
+                    self._heads.clear()
+                for metering_point, head in final.heads.items():
+                    self._heads[metering_point] = head.end
                 break
             except _Forged as forged:
                 for bad in forged.items:
@@ -345,9 +349,19 @@ class IngestService:
             reading_hash = leaf_hash(message, reading.signature).hex()
             pending.append((position, reading, device, message, reading_hash))
         # A reading already held has this very hash: the same signed bytes, verified when
-        # they were first stored. A resent day costs a lookup, not a signature check each.
-        with self._read() as queries:
-            held = queries.known_hashes({p[4] for p in pending})
+        # they were first stored. A resent day costs a lookup, not a signature check each. A
+        # reading after the latest one this process stored for its point cannot be held, so
+        # live readings need no lookup (a stale entry only costs a signature check).
+        heads = self._heads
+        maybe_held = set()
+        for _, reading, _, _, reading_hash in pending:
+            head = heads.get(reading.metering_point)
+            if head is None or reading.interval_end <= head:
+                maybe_held.add(reading_hash)
+        held: set[str] = set()
+        if maybe_held:
+            with self._read() as queries:
+                held = queries.known_hashes(maybe_held)
         checks: list[tuple[bytes, bytes, bytes]] = []
         verified: list[_Verified] = []
         for position, reading, device, message, reading_hash in pending:
@@ -389,7 +403,7 @@ class IngestService:
         base: _Draft,
         verified: list[_Verified],
         signatures: PendingVerification | None,
-        described: dict[int, dict[str, Any]],
+        described: dict[int, SignedReading],
     ) -> _Draft:
         # Identity may have revoked a device, or given it a new key, since the check outside
         # the transaction: this check is the one that counts. Locking the series reads the
@@ -437,8 +451,10 @@ class IngestService:
         draft.interval_views = [interval_data(m) for m in draft.measured]
         refusals = [
             _refusal(r, described.get(r.position))
-            for r in sorted(draft.results.values(), key=lambda r: r.position)
-            if r.status == "rejected"
+            for r in sorted(
+                (r for r in draft.results.values() if r.status == "rejected"),
+                key=lambda r: r.position,
+            )
         ]
         submission = Submission.record(
             ReadingsRecorded(
@@ -487,6 +503,17 @@ class IngestService:
         """Each metering point's candidates against its series: what is accepted, a duplicate
         or refused, the intervals completed and the gaps opened or closed (nothing written)."""
         intervals: list[Interval] = []
+        # Readings after a series' latest one (the common case) need only that one; late
+        # readings need their neighbours in the series, read for all such points at once.
+        spans: dict[str, tuple[int, int]] = {}
+        for metering_point, candidates in by_point.items():
+            held = series.get(metering_point)
+            if held is None or held.head is None or not candidates:
+                continue
+            first = min(c.reading.interval_end for c in candidates)
+            if first <= held.head.end:
+                spans[metering_point] = (first, max(c.reading.interval_end for c in candidates))
+        windows = store.windows(spans) if spans else {}
         for metering_point in sorted(by_point):
             candidates = by_point[metering_point]
             if not candidates:
@@ -499,14 +526,12 @@ class IngestService:
                     )
                 continue
             owner = draft.owners[metering_point] = held.participant_id
-            first = min(c.reading.interval_end for c in candidates)
-            last = max(c.reading.interval_end for c in candidates)
             if held.head is None:
                 known: list[Point] = []
-            elif first > held.head.end:
-                known = [held.head]  # the common case: readings after the latest one
+            elif metering_point in windows:
+                known = windows[metering_point]
             else:
-                known = store.window(metering_point, first, last)
+                known = [held.head]
             outcome = evaluate(metering_point, held.rating_w, known, candidates)
             for c in outcome.accepted:
                 draft.results[c.position] = ItemResult(c.position, "accepted", c.reading_hash)
@@ -685,9 +710,18 @@ def _rejected(position: int, reason: str, detail: str) -> ItemResult:
     return ItemResult(position, "rejected", reason=reason, detail=detail)
 
 
-def _refusal(result: ItemResult, described: dict[str, Any] | None) -> dict[str, Any]:
+def _refusal(result: ItemResult, reading: SignedReading | None) -> dict[str, Any]:
+    described = (
+        {}
+        if reading is None
+        else {
+            "device_id": reading.device_id,
+            "metering_point": reading.metering_point,
+            "interval_end": format_utc(reading.interval_end),
+        }
+    )
     out: dict[str, Any] = {
-        **(described or {}),
+        **described,
         "position": result.position,
         "reason": result.reason,
         "detail": (result.detail or "")[:500],

@@ -193,9 +193,9 @@ class MeteringStore(Protocol):
         """The series rows, locked until the transaction ends (concurrent writers queue)."""
         ...
 
-    def window(self, metering_point: str, first_end: int, last_end: int) -> list[Point]:
-        """Current readings from ``first_end`` to ``last_end``, plus the one just before and
-        the one just after, in time order."""
+    def windows(self, spans: Mapping[str, tuple[int, int]]) -> dict[str, list[Point]]:
+        """For each metering point and (first end, last end): its current readings from the
+        first to the last, plus the one just before and the one just after, in time order."""
         ...
 
     def record_submission(

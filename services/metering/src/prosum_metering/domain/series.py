@@ -172,6 +172,58 @@ def evaluate(
     Candidates are taken in time order; each is checked against its neighbours, which may be
     candidates accepted just before it.
     """
+    if len(candidates) == 1 and len(known) <= 1:
+        head = known[0] if known else None
+        if head is None or candidates[0].reading.interval_end > head.end:
+            return _after_head(metering_point, rating_w, head, candidates[0])
+    return _in_series(metering_point, rating_w, known, candidates)
+
+
+def _after_head(
+    metering_point: str, rating_w: int, head: Point | None, candidate: Candidate
+) -> SeriesOutcome:
+    """One reading after the series' latest (the live case): what ``_in_series`` decides for
+    it, without its bookkeeping."""
+    outcome = SeriesOutcome()
+    point = candidate.point()
+    if head is not None:
+        problem = _check_between(head, point, rating_w, metering_point)
+        if problem is not None:
+            outcome.refused.append(Refused(candidate.position, *problem))
+            outcome.head = head
+            return outcome
+        if point.end - head.end == INTERVAL_S:
+            outcome.intervals.append(
+                Interval(
+                    metering_point,
+                    head.end,
+                    point.import_wh - head.import_wh,
+                    point.export_wh - head.export_wh,
+                    head.reading_hash,
+                    point.reading_hash,
+                )
+            )
+        else:
+            outcome.gaps_opened.append(
+                Gap(
+                    metering_point,
+                    head.end,
+                    point.end,
+                    point.import_wh - head.import_wh,
+                    point.export_wh - head.export_wh,
+                )
+            )
+    outcome.accepted.append(candidate)
+    outcome.head = point
+    return outcome
+
+
+def _in_series(
+    metering_point: str,
+    rating_w: int,
+    known: Sequence[Point],
+    candidates: Sequence[Candidate],
+) -> SeriesOutcome:
     outcome = SeriesOutcome()
     points = {p.end: p for p in known}
     ends = sorted(points)
