@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from prosum_contracts import Envelope
 from prosum_contracts.topics import (
@@ -105,6 +107,49 @@ async def onboard(kafka: KafkaConfig) -> None:
         )
 
 
+async def stages(kafka: KafkaConfig, settled: list[Any], sent_wall: dict[str, float]) -> None:
+    """Where the time goes, from the broker's record timestamps (each set when the record was
+    produced): trade published -> its batch command produced by settlement -> the ledger's
+    outcome produced -> trade_settled produced."""
+    batch_of: dict[str, str] = {}
+    command_at: dict[str, float] = {}
+    outcome_at: dict[str, float] = {}
+    async with TopicReader(kafka, LEDGER_COMMANDS) as commands:
+        await commands.wait_for(lambda r: False, timeout=2)
+        for record in commands.records:
+            body = json.loads(record.value)
+            if body["type"] == "ledger.settle_trades":
+                command_id = body["data"]["command_id"]
+                command_at[command_id] = record.timestamp / 1000
+                for trade in body["data"]["trades"]:
+                    batch_of.setdefault(trade["trade_id"], command_id)
+    async with TopicReader(kafka, LEDGER_EVENTS) as outcomes:
+        await outcomes.wait_for(lambda r: False, timeout=2)
+        for record in outcomes.records:
+            body = json.loads(record.value)
+            command_id = body["data"].get("command_id", "")
+            if body["type"] == "ledger.command_confirmed" and command_id in command_at:
+                outcome_at[command_id] = record.timestamp / 1000
+    parts: dict[str, list[float]] = {"to batch": [], "on chain": [], "to settled": []}
+    for record in settled:
+        body = json.loads(record.value)
+        trade_id = body["data"].get("trade_id")
+        command_id = batch_of.get(trade_id or "")
+        if body["type"] != "settlement.trade_settled" or trade_id not in sent_wall:
+            continue
+        if command_id is None or command_id not in outcome_at:
+            continue
+        parts["to batch"].append(command_at[command_id] - sent_wall[trade_id])
+        parts["on chain"].append(outcome_at[command_id] - command_at[command_id])
+        parts["to settled"].append(record.timestamp / 1000 - outcome_at[command_id])
+    sizes = [sum(1 for c in batch_of.values() if c == command_id) for command_id in command_at]
+    print(
+        "  stages (p50 / p99 ms): "
+        + ", ".join(f"{k} {pct(v, 50):.0f} / {pct(v, 99):.0f}" for k, v in parts.items() if v)
+        + f"; {len(command_at)} batches, {statistics.mean(sizes):.0f} trades each on average"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=600, help="trades per second offered")
@@ -146,6 +191,7 @@ async def main() -> None:
             await onboard(kafka)
             total = int(args.rate * args.seconds)
             sent_at: dict[str, float] = {}
+            sent_wall: dict[str, float] = {}
             done: dict[str, float] = {}
             async with TopicReader(kafka, SETTLEMENT_EVENTS) as reader:
                 producer = kafka.producer()
@@ -177,6 +223,7 @@ async def main() -> None:
                             },
                         )
                         sent_at[trade_id] = time.perf_counter()
+                        sent_wall[trade_id] = time.time()
                         await producer.send(
                             ORDERBOOK_EVENTS, envelope.to_bytes(), key=envelope.subject.encode()
                         )
@@ -213,6 +260,7 @@ async def main() -> None:
                 f"= {len(done) / elapsed:,.0f} trades/s; trade -> settled p50 {pct(latencies, 50):.0f} ms, "
                 f"p99 {pct(latencies, 99):.0f} ms, max {max(latencies) * 1000:.0f} ms"
             )
+            await stages(kafka, reader.records, sent_wall)
         finally:
             settlement.stop()
             ledger.stop()

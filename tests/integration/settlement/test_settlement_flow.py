@@ -335,3 +335,54 @@ def test_reconciliation_reports_differences_with_the_chain(store: EventStore) ->
     request = next(m for m in outbox_messages(store) if m["type"] == "ledger.report_balances")
     assert request["data"]["participant_ids"] == ["a", "b"]
     assert uuid.UUID(run)
+
+
+def test_a_fetch_of_trades_becomes_instructions_at_once_exactly_as_one_by_one(
+    store: EventStore,
+) -> None:
+    """The consumer applies a fetched run of trades with one call: repeats inside the run and
+    trades already held are recorded once, and the instructions equal those recorded one
+    by one."""
+    uow = unit_of_work(store)
+    with uow() as s:
+        assert services.record_trade(s, trade(0))
+    run = [trade(1), trade(0), trade(2), trade(1), trade(3, seller="s2")]
+    with uow() as s:
+        assert services.record_trades(s, run) == 3
+    with uow() as s:
+        assert services.record_trades(s, run) == 0
+        pending = s.pending_instructions(10)
+    assert sorted(i.id for i in pending) == ["t0", "t1", "t2", "t3"]
+    by_id = {i.id: i for i in pending}
+    assert (by_id["t3"].seller, by_id["t3"].quantity_wh) == ("s2", 1003)
+    assert all(i.version == 1 for i in pending)
+
+
+def test_a_fetch_of_balance_reports_keeps_each_participants_latest_block(
+    store: EventStore,
+) -> None:
+    def report(pid: str, block: int, ecoin: int) -> dict[str, Any]:
+        return {"participant_id": pid, "energy_wh": block * 10, "ecoin": ecoin, "block": block}
+
+    uow = unit_of_work(store)
+    with uow() as s:
+        services.record_balance(s, report("a", 10, 100))
+    with uow() as s:
+        services.record_balances(
+            s,
+            [
+                report("a", 12, 120),
+                report("b", 5, 50),
+                report("a", 11, 110),  # older than one already in this fetch
+                report("b", 5, 51),  # the same block again: the later report wins
+                report("c", 1, 1),
+            ],
+        )
+        services.record_balances(s, [report("a", 9, 90)])  # older than the one held
+    with uow() as s:
+        held = s.balances()
+    assert {p: (b.block, b.ecoin, b.energy_wh) for p, b in held.items()} == {
+        "a": (12, 120, 120),
+        "b": (5, 51, 50),
+        "c": (1, 1, 10),
+    }

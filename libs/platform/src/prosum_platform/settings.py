@@ -50,6 +50,12 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=6000, ge=1000, le=300000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     partitions: int = Field(default=6, ge=1, le=1000)
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="longest a fetch waits for data (tansu always waits it out: each hop costs it)",
+    )
     create_topics: bool = True
     group_prefix: str = Field(
         default="", max_length=64, description="prefix of consumer group ids (shared clusters)"

@@ -53,6 +53,9 @@ def build(platform: Platform) -> ServiceParts:
     def on_trades(envelopes: Sequence[Envelope], tx: Transaction) -> None:
         services.record_trades(SqlSettlementStore(tx), [e.data for e in envelopes])
 
+    def on_balances(envelopes: Sequence[Envelope], tx: Transaction) -> None:
+        services.record_balances(SqlSettlementStore(tx), [e.data for e in envelopes])
+
     def on_ledger(envelope: Envelope, tx: Transaction) -> None:
         store = SqlSettlementStore(tx)
         data = envelope.data
@@ -139,9 +142,20 @@ def build(platform: Platform) -> ServiceParts:
         consumers=[
             ConsumerSpec(
                 "settlement-trades",
-                Subscription((ORDERBOOK_EVENTS,), {"orderbook.trade_executed": on_trade}),
+                Subscription(
+                    (ORDERBOOK_EVENTS,),
+                    {"orderbook.trade_executed": on_trade},
+                    # A fetch's run of trades becomes instructions with one lookup and one
+                    # bulk write.
+                    {"orderbook.trade_executed": on_trades},
+                ),
             ),
-            ConsumerSpec("settlement-ledger", Subscription((LEDGER_EVENTS,), ledger_handlers)),
+            ConsumerSpec(
+                "settlement-ledger",
+                Subscription(
+                    (LEDGER_EVENTS,), ledger_handlers, {"ledger.balance_changed": on_balances}
+                ),
+            ),
             ConsumerSpec("settlement-identity", Subscription((IDENTITY_EVENTS,), trust_handlers())),
         ],
         readiness={"fee_account": fee_account_ready},

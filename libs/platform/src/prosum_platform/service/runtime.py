@@ -95,6 +95,7 @@ def build_platform(
         client_id=f"prosum-{definition.name}",
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         group_prefix=settings.kafka.group_prefix,
     )
     return Platform(settings, engine, store, registry, telemetry, kafka)

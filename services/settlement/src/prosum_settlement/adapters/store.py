@@ -16,6 +16,7 @@ from prosum_auth.trust import tables as auth_tables
 from prosum_contracts import Envelope
 from prosum_platform.codec import EventCodec
 from prosum_platform.eventstore import EventStore, Repository, Transaction
+from prosum_platform.eventstore.bulk import BulkStatement
 from prosum_settlement.application.ports import BalanceView, SettlementStore
 from prosum_settlement.domain.model import SETTLEMENT_EVENTS, FundsRequest, Instruction
 
@@ -117,6 +118,12 @@ for _table in auth_tables.tables.values():
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_UPDATE_BALANCE = BulkStatement.update(
+    balances, ["participant_id"], ["energy_wh", "ecoin", "block"]
+)
+_INSERT_BALANCE = BulkStatement.insert(balances, ["participant_id", "energy_wh", "ecoin", "block"])
 
 
 class SqlSettlementStore(SettlementStore):
@@ -348,6 +355,31 @@ class SqlSettlementStore(SettlementStore):
             sa.select(balances).where(balances.c.participant_id == participant_id)
         ).first()
         return BalanceView(row.participant_id, row.energy_wh, row.ecoin, row.block) if row else None
+
+    def balances_of(self, participant_ids: Sequence[str]) -> dict[str, BalanceView]:
+        if not participant_ids:
+            return {}
+        rows = self._conn.execute(
+            sa.select(balances).where(balances.c.participant_id.in_(list(participant_ids)))
+        )
+        return {
+            r.participant_id: BalanceView(r.participant_id, r.energy_wh, r.ecoin, r.block)
+            for r in rows
+        }
+
+    def set_balances(self, changed: Sequence[BalanceView]) -> None:
+        if not changed:
+            return
+        known = set(
+            self._conn.execute(
+                sa.select(balances.c.participant_id).where(
+                    balances.c.participant_id.in_([b.participant_id for b in changed])
+                )
+            ).scalars()
+        )
+        rows = [(b.energy_wh, b.ecoin, b.block, b.participant_id) for b in changed]
+        _UPDATE_BALANCE.execute(self._conn, [r for r in rows if r[3] in known])
+        _INSERT_BALANCE.execute(self._conn, [(r[3], *r[:3]) for r in rows if r[3] not in known])
 
     def balances(self) -> dict[str, BalanceView]:
         rows = self._conn.execute(sa.select(balances))

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -421,6 +421,24 @@ def finish_reconciliation(store: SettlementStore, data: dict[str, Any]) -> None:
         )
 
 
+def record_balances(store: SettlementStore, reports: Sequence[dict[str, Any]]) -> None:
+    """Many balance reports at once (a consumer's fetch): per participant the latest block
+    wins, and one never goes back to an older block than the one held."""
+    latest: dict[str, dict[str, Any]] = {}
+    for data in reports:
+        seen = latest.get(data["participant_id"])
+        if seen is None or data["block"] >= seen["block"]:
+            latest[data["participant_id"]] = data
+    held = store.balances_of(list(latest))
+    store.set_balances(
+        [
+            BalanceView(pid, data["energy_wh"], data["ecoin"], data["block"])
+            for pid, data in latest.items()
+            if pid not in held or held[pid].block <= data["block"]
+        ]
+    )
+
+
 def record_balance(store: SettlementStore, data: dict[str, Any]) -> None:
     current = store.balance(data["participant_id"])
     if current is not None and current.block > data["block"]:
@@ -442,6 +460,7 @@ __all__ = [
     "mark_paid",
     "open_batch",
     "record_balance",
+    "record_balances",
     "record_trade",
     "request_funds",
     "start_reconciliation",
