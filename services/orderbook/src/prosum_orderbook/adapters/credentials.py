@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import jwt
 import orjson
@@ -43,6 +43,7 @@ _REVOKED = (
             ),
         )
     )
+    .order_by(revocations.c.kind.desc())  # a revoked threshold is named first
     .limit(1)
 )
 _STATUS = sa.select(participant_status.c.status).where(
@@ -59,6 +60,54 @@ def credential_refusal(
         return "threshold_revoked" if kind == "threshold" else "device_revoked"
     status = conn.execute(_STATUS, {"participant_id": participant_id}).scalar()
     return None if status == "active" else "participant_not_active"
+
+
+def credential_refusals(
+    conn: sa.Connection, credentials: Collection[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str | None]:
+    """``credential_refusal`` for many (threshold, device, participant) at once: two queries
+    whatever their number. A revoked threshold is named before a revoked device."""
+    wanted = list(credentials)
+    if not wanted:
+        return {}
+    thresholds = sorted({t for t, _, _ in wanted})
+    devices = sorted({d for _, d, _ in wanted})
+    revoked: set[tuple[str, str]] = {
+        (kind, credential_id)
+        for kind, credential_id in conn.execute(
+            sa.select(revocations.c.kind, revocations.c.credential_id).where(
+                sa.or_(
+                    sa.and_(
+                        revocations.c.kind == "threshold",
+                        revocations.c.credential_id.in_(thresholds),
+                    ),
+                    sa.and_(
+                        revocations.c.kind == "device", revocations.c.credential_id.in_(devices)
+                    ),
+                )
+            )
+        )
+    }
+    # .all(): a result has keys() and would pass for a mapping with dict() itself.
+    statuses: dict[str, str] = dict(
+        conn.execute(
+            sa.select(participant_status.c.participant_id, participant_status.c.status).where(
+                participant_status.c.participant_id.in_(sorted({p for _, _, p in wanted}))
+            )
+        ).all()
+    )
+    out: dict[tuple[str, str, str], str | None] = {}
+    for threshold_id, device_id, participant_id in wanted:
+        if ("threshold", threshold_id) in revoked:
+            refusal: str | None = "threshold_revoked"
+        elif ("device", device_id) in revoked:
+            refusal = "device_revoked"
+        elif statuses.get(participant_id) != "active":
+            refusal = "participant_not_active"
+        else:
+            refusal = None
+        out[(threshold_id, device_id, participant_id)] = refusal
+    return out
 
 
 class TrustTables:

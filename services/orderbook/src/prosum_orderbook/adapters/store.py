@@ -14,7 +14,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from prosum_contracts import Envelope
-from prosum_orderbook.adapters.credentials import credential_refusal
+from prosum_orderbook.adapters.credentials import credential_refusal, credential_refusals
 from prosum_orderbook.adapters.tables import accounts, markets, orders, threshold_usage, trades
 from prosum_orderbook.application.messages import SOURCE
 from prosum_orderbook.application.ports import (
@@ -521,6 +521,11 @@ class SqlOrderbookStore:
         self, threshold_id: str, device_id: str, participant_id: str
     ) -> str | None:
         return credential_refusal(self._conn, threshold_id, device_id, participant_id)
+
+    def credential_refusals(
+        self, credentials: Collection[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], str | None]:
+        return credential_refusals(self._conn, credentials)
 
     # -- balances and reservations ---------------------------------------------------------
     def account(self, participant_id: str) -> Account | None:

@@ -258,7 +258,14 @@ class OrderEntry:
             try:
                 with self._uow() as store:
                     results: list[OrderRecord | OrderRefused | None] = [None] * len(requests)
-                    standing: dict[Authority, str | None] = {}
+                    # Every threshold of the group is checked at once (revocations, status).
+                    refusals = store.credential_refusals(
+                        {(a.threshold_id, a.device_id, a.participant_id) for a, _ in requests}
+                    )
+                    standing: dict[Authority, str | None] = {
+                        a: refusals[(a.threshold_id, a.device_id, a.participant_id)]
+                        for a, _ in requests
+                    }
                     for i in sequence:
                         authority, new = requests[i]
                         try:

@@ -8,7 +8,7 @@ hold writes back until the unit commits, to write many rows per statement.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,6 +187,12 @@ class OrderbookStore(Protocol):
     ) -> str | None:
         """None while the threshold stands; else why not (``threshold_revoked``,
         ``device_revoked``, ``participant_not_active``), from the trust projection."""
+        ...
+
+    def credential_refusals(
+        self, credentials: Collection[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], str | None]:
+        """``credential_refusal`` for many (threshold, device, participant) at once."""
         ...
 
     # -- balances and reservations ---------------------------------------------------------
