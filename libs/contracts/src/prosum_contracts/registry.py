@@ -17,6 +17,7 @@ from typing import Any
 
 import fastjsonschema
 import orjson
+from fastjsonschema.draft07 import CodeGeneratorDraft07
 
 from prosum_contracts.envelope import Envelope
 from prosum_contracts.errors import InvalidEvent, MalformedMessage, UnknownEventType
@@ -90,8 +91,21 @@ class SchemaRegistry:
 
     def check(self, document: dict[str, Any]) -> None:
         """Validate an envelope already in its JSON form (``Envelope.to_dict()``), for a caller
-        that goes on to serialize that same document; raises a ContractError."""
-        self._check_dict(document)
+        that goes on to serialize that same document; raises a ContractError.
+
+        The envelope's own fields are checked by ``envelope_problem``, the envelope schema's
+        rules written out in Python (about 1 µs where the compiled schema takes 5; a test
+        keeps the two in agreement); the data by its type's schema, as on consumption."""
+        problem = envelope_problem(document)
+        if problem is not None:
+            raise MalformedMessage(f"envelope: {problem}")
+        schema = self.get(document["type"], document["schema_version"])
+        try:
+            schema.validate(document["data"])
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise InvalidEvent(
+                f"{document['type']} v{document['schema_version']}: {exc.message}"
+            ) from None
 
     def decode(self, raw: bytes | None) -> Envelope:
         """Parse and validate a message value read from Kafka; raises a ContractError."""
@@ -118,6 +132,88 @@ class SchemaRegistry:
             raise InvalidEvent(
                 f"{document['type']} v{document['schema_version']}: {exc.message}"
             ) from None
+
+
+_ENVELOPE_KEYS = frozenset(
+    {
+        "envelope_version",
+        "event_id",
+        "type",
+        "schema_version",
+        "source",
+        "subject",
+        "occurred_at",
+        "trace",
+        "data",
+        "correlation_id",
+        "causation_id",
+    }
+)
+_REQUIRED_KEYS = _ENVELOPE_KEYS - {"correlation_id", "causation_id"}
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_SOURCES = frozenset({"identity", "metering", "orderbook", "settlement", "ledger-adapter", "ops"})
+_OCCURRED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+# The schema's "format": "date-time", as the compiled schema checks it.
+_DATE_TIME = re.compile(CodeGeneratorDraft07.FORMAT_REGEXS["date-time"])
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _number(value: Any) -> bool:
+    """A JSON number (1.0 is the integer 1 to JSON Schema; a boolean is not a number)."""
+    return type(value) is int or type(value) is float
+
+
+def _text(value: Any, low: int, high: int) -> bool:
+    return type(value) is str and low <= len(value) <= high
+
+
+def envelope_problem(document: Any) -> str | None:
+    """What breaks ``schemas/envelope.v1.json`` in ``document``, or None: its rules in Python,
+    for envelopes built in this process (consumed messages go through the compiled schema)."""
+    if not isinstance(document, dict):
+        return "must be an object"
+    keys = document.keys()
+    if not keys <= _ENVELOPE_KEYS:
+        return f"unknown properties {sorted(keys - _ENVELOPE_KEYS)}"
+    if not keys >= _REQUIRED_KEYS:
+        return f"missing properties {sorted(_REQUIRED_KEYS - keys)}"
+    version = document["envelope_version"]
+    if not _number(version) or version != 1:
+        return "envelope_version must be 1"
+    if not _text(document["event_id"], 1, 128):
+        return "event_id must be a string of 1 to 128 characters"
+    type_ = document["type"]
+    if not _text(type_, 0, 128) or not _TYPE.search(type_):
+        return "type must be a dotted lowercase name of at most 128 characters"
+    schema_version = document["schema_version"]
+    if not _number(schema_version) or schema_version % 1 or schema_version < 1:
+        return "schema_version must be an integer of at least 1"
+    if type(document["source"]) is not str or document["source"] not in _SOURCES:
+        return f"source must be one of {sorted(_SOURCES)}"
+    if not _text(document["subject"], 1, 256):
+        return "subject must be a string of 1 to 256 characters"
+    occurred_at = document["occurred_at"]
+    if (
+        type(occurred_at) is not str
+        or not _OCCURRED_AT.search(occurred_at)
+        or not _DATE_TIME.search(occurred_at)
+    ):
+        return "occurred_at must be an RFC 3339 date-time"
+    trace = document["trace"]
+    if not isinstance(trace, dict) or not trace.keys() <= {"traceparent", "tracestate"}:
+        return "trace must be an object of traceparent and tracestate"
+    if "traceparent" in trace and (
+        type(trace["traceparent"]) is not str or not _TRACEPARENT.search(trace["traceparent"])
+    ):
+        return "trace.traceparent must be a W3C traceparent"
+    if "tracestate" in trace and not _text(trace["tracestate"], 0, 512):
+        return "trace.tracestate must be a string of at most 512 characters"
+    for name in ("correlation_id", "causation_id"):
+        if name in document and not _text(document[name], 0, 128):
+            return f"{name} must be a string of at most 128 characters"
+    if not isinstance(document["data"], dict):
+        return "data must be an object"
+    return None
 
 
 def _schema_from_file(name: str, body: bytes) -> EventSchema:

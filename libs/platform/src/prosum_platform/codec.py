@@ -19,7 +19,14 @@ from prosum_platform.domain import DomainEvent
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _encode(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:  # most values: no checks to run
+        return value
     if isinstance(value, float):
         raise TypeError("floats are not allowed in events: use int or Decimal")
     if isinstance(value, Decimal):
@@ -32,9 +39,12 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        if not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            return value
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: _encode(getattr(value, name)) for name in names}
 
 
 def _decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
