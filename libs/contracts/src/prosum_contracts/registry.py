@@ -99,13 +99,7 @@ class SchemaRegistry:
         problem = envelope_problem(document)
         if problem is not None:
             raise MalformedMessage(f"envelope: {problem}")
-        schema = self.get(document["type"], document["schema_version"])
-        try:
-            schema.validate(document["data"])
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise InvalidEvent(
-                f"{document['type']} v{document['schema_version']}: {exc.message}"
-            ) from None
+        self._check_data(document)
 
     def decode(self, raw: bytes | None) -> Envelope:
         """Parse and validate a message value read from Kafka; raises a ContractError."""
@@ -125,6 +119,10 @@ class SchemaRegistry:
             self._validate_envelope(document)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise MalformedMessage(f"envelope: {exc.message}") from None
+        self._check_data(document)
+
+    def _check_data(self, document: dict[str, Any]) -> None:
+        """The data against its type's schema (the envelope already passed)."""
         schema = self.get(document["type"], document["schema_version"])
         try:
             schema.validate(document["data"])
