@@ -462,3 +462,61 @@ async def test_relay_batches_keep_each_keys_partition_order_and_headers_on_many_
     for sequences in by_key.values():
         assert sequences == sorted(sequences)
     assert len({r.partition for r in records}) > 1
+
+
+async def test_events_a_consumer_does_not_apply_do_not_break_its_batches(
+    kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    """A shared topic carries types a consumer has no handler for: they are skipped inside the
+    fetched batch, and the batch handler still gets the runs of the types it applies."""
+    topic = f"mixed-{uuid.uuid4().hex[:8]}"
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    metadata.create_all(engine)
+    store = EventStore(engine)
+    calls: list[int] = []
+
+    def apply_many(envelopes: Any, tx: Transaction) -> None:
+        calls.append(len(envelopes))
+        for envelope in envelopes:
+            _apply(envelope, tx)
+
+    other = Envelope(
+        "identity.participant_activated", 1, "identity", "p-1", {"participant_id": "p-1"}
+    )
+    events: list[Envelope] = []
+    for n in range(40):
+        events.append(_widget(f"w-{n % 3}", n))
+        if n % 2:
+            events.append(Envelope(other.type, 1, "identity", "p-1", dict(other.data)))
+    producer = kafka.producer()
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(topic, event.to_bytes(), key=b"one-partition")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = EventConsumer(
+        f"mixed-{uuid.uuid4().hex[:6]}",
+        store,
+        registry,
+        kafka,
+        Subscription((topic,), {WIDGET: _apply}, batch_handlers={WIDGET: apply_many}),
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if consumer.stats.applied + consumer.stats.ignored >= 60:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+        task.cancel()
+    assert (consumer.stats.applied, consumer.stats.ignored) == (40, 20)
+    seen = sorted(
+        e.data["sequence"] for s in ("w-0", "w-1", "w-2") for e in store.load(f"sink-{s}")
+    )
+    assert seen == list(range(40))
+    assert sum(calls) == 40
+    assert max(calls) > 1, "the skipped events did not split the batch into single events"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,7 +20,13 @@ from prosum_metering.domain.model import Decision, ReadingsRecorded
 from prosum_metering.domain.readings import Reason
 from prosum_platform.domain import DomainRuleViolation
 from tests.integration.metering.conftest import DAY_START
-from tests.integration.metering.harness import Metering, by_status, ledger_outcome, reasons
+from tests.integration.metering.harness import (
+    CountingVerifier,
+    Metering,
+    by_status,
+    ledger_outcome,
+    reasons,
+)
 from tests.unit.metering.meters import (
     INTERVAL,
     Meter,
@@ -472,3 +479,54 @@ def test_a_forged_reading_in_a_batch_checked_by_worker_processes_is_refused_alon
     assert recorded.data["rejected"] == 1
     [refused] = metering.published("metering.readings_rejected")
     assert [r["position"] for r in refused.data["rejections"]] == [40]
+
+
+class _SlowChecks:
+    """Signature checks that are not done when the transaction is ready to commit (workers
+    busy with other submissions): the real outcomes, but only once waited for without a
+    time limit."""
+
+    def __init__(self, outcomes: list[bool]) -> None:
+        self.outcomes = outcomes
+        self.timed_out = 0
+        self.done = False
+
+    def result(self, timeout: float | None = None) -> list[bool]:
+        if timeout is not None and not self.done:
+            self.timed_out += 1
+            raise TimeoutError
+        self.done = True
+        return self.outcomes
+
+
+class _SlowVerifier(CountingVerifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[_SlowChecks] = []
+
+    def begin(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> _SlowChecks:
+        checks = _SlowChecks(self.verify_many(items))
+        self.pending.append(checks)
+        return checks
+
+
+def test_signature_checks_still_running_at_commit_are_waited_for_outside_the_transaction(
+    metering: Metering, producer: Meter
+) -> None:
+    """The write lock is not held while the workers finish: the transaction rolls back, the
+    outcomes are waited for outside it, and it runs again; the day is stored once, forged
+    readings are still refused."""
+    verifier = _SlowVerifier()
+    metering.ingest = IngestService(
+        unit_of_work(metering.store), read_view(metering.store), verifier, metering.clock
+    )
+    metering.deliver(*onboarding(producer))
+    day = list(day_readings(producer, DAY_START))
+    day[10] = day[10] | {"import_wh": int(day[10]["import_wh"]) + 1}
+    result = metering.submit(producer, day)
+    assert [c.timed_out for c in verifier.pending] == [1]
+    assert reasons(result) == {10: Reason.SIGNATURE_INVALID}
+    assert len(by_status(result)["accepted"]) == 96
+    with metering.engine.connect() as conn:
+        assert len(conn.execute(readings.select()).all()) == 96
+    assert len(metering.published("metering.readings_received")) == 1

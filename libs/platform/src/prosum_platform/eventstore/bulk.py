@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, update
-from sqlalchemy.sql.expression import ColumnElement
 
 _UNSET = object()
 
@@ -32,6 +31,9 @@ class _Compiled:
         """For a named paramstyle: the parameter name of each value of a row."""
 
 
+_Prepared = tuple[_Compiled, list[tuple[int, Callable[[Any], Any]]]]
+
+
 class BulkStatement:
     """One INSERT or UPDATE for many rows given as tuples in ``columns`` order."""
 
@@ -41,8 +43,9 @@ class BulkStatement:
         self._table = table
         self._params = [name for name, _ in params]
         self._columns = [column for _, column in params]
-        self._compiled: dict[str, _Compiled] = {}
-        self._processors: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+        # One entry per dialect and driver: the statement and its bind processors together,
+        # so a thread never sees one without the other.
+        self._prepared: dict[tuple[str, str], _Prepared] = {}
 
     @classmethod
     def insert(cls, table: Table, columns: Sequence[str] | None = None) -> BulkStatement:
@@ -52,27 +55,23 @@ class BulkStatement:
         return cls(statement, table, [(name, name) for name in names])
 
     @classmethod
-    def update(
-        cls, table: Table, key: Sequence[str], values: Sequence[str], *where: ColumnElement[bool]
-    ) -> BulkStatement:
+    def update(cls, table: Table, key: Sequence[str], values: Sequence[str]) -> BulkStatement:
         """UPDATE ``table`` SET ``values`` WHERE each ``key`` column equals its value; a row
         is (values..., keys...)."""
         _refuse_python_defaults(table, [*key, *values], "onupdate")
         statement = (
             update(table)
-            .where(*(table.c[k] == bindparam(f"k_{k}") for k in key), *where)
+            .where(*(table.c[k] == bindparam(f"k_{k}") for k in key))
             .values({v: bindparam(f"v_{v}") for v in values})
         )
         params = [*((f"v_{v}", v) for v in values), *((f"k_{k}", k) for k in key)]
         return cls(statement, table, params)
 
-    def _prepare(
-        self, conn: Connection
-    ) -> tuple[_Compiled, list[tuple[int, Callable[[Any], Any]]]]:
+    def _prepare(self, conn: Connection) -> _Prepared:
         dialect = conn.dialect
-        key = dialect.name
-        compiled = self._compiled.get(key)
-        if compiled is None:
+        key = (dialect.name, dialect.driver)
+        prepared = self._prepared.get(key)
+        if prepared is None:
             done = self._statement.compile(dialect=dialect)
             index = {name: i for i, name in enumerate(self._params)}
             if done.positional:
@@ -85,9 +84,8 @@ class BulkStatement:
                 processor = self._table.c[column].type._cached_bind_processor(dialect)
                 if processor is not None:
                     processors.append((i, processor))
-            self._compiled[key] = compiled
-            self._processors[key] = processors
-        return compiled, self._processors[key]
+            prepared = self._prepared[key] = (compiled, processors)
+        return prepared
 
     def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Run for ``rows`` on ``conn`` (in its transaction); the number of rows matched."""

@@ -406,7 +406,23 @@ class EventStore:
     def unsent(self, limit: int) -> list[OutboxRow]:
         # The relay reads hundreds of rows a call: plain driver rows, no per-row Row objects.
         with self.reading() as conn:
-            result = conn.exec_driver_sql(_UNSENT_SQL[conn.dialect.paramstyle], (limit,))
+            sql = _UNSENT_SQL.get(conn.dialect.paramstyle)
+            if sql is None:  # a driver of another paramstyle: the same query, through Core
+                result: Any = conn.execute(
+                    select(
+                        outbox.c.id,
+                        outbox.c.event_id,
+                        outbox.c.topic,
+                        outbox.c.message_key,
+                        outbox.c.payload,
+                        outbox.c.headers,
+                    )
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(limit)
+                )
+            else:
+                result = conn.exec_driver_sql(sql, (limit,))
             return [
                 OutboxRow(
                     id=row_id,

@@ -213,6 +213,7 @@ class EventConsumer:
             await self.process(records[0])
             return
         decoded: list[tuple[ConsumerRecord[Any, Any], Envelope, EventHandler]] = []
+        ignored = 0
         for record in records:
             try:
                 envelope = self._registry.decode(record.value)
@@ -220,17 +221,24 @@ class EventConsumer:
                 break
             handler = self._subscription.handlers.get(envelope.type)
             if handler is None:
-                break
+                # A type this consumer does not apply (a shared topic carries many): skipped,
+                # as ``process`` skips it, without breaking the batch.
+                ignored += 1
+                continue
             decoded.append((record, envelope, handler))
-        if len(decoded) != len(records):
+        if len(decoded) + ignored != len(records):
             for record in records:
                 await self.process(record)
+            return
+        for _ in range(ignored):
+            self._count(HandlerOutcome.IGNORED)
+        if not decoded:
             return
         try:
             outcomes = await anyio.to_thread.run_sync(self._apply_batch, decoded)
         except Exception:
             log.info("consumer %s: batch failed, applying one by one", self.name)
-            for record in records:
+            for record, _envelope, _handler in decoded:
                 await self.process(record)
             return
         for (_record, envelope, _handler), applied in zip(decoded, outcomes, strict=True):

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from prosum_platform.service.gc_tuning import tune_gc
+from prosum_platform.service.gc_tuning import freeze_startup_objects, tune_gc
 from prosum_platform.service.migrations import downgrade, upgrade
 from prosum_platform.service.runtime import ServiceDefinition, build_platform, create_app
 from prosum_platform.settings import ServiceSettings
@@ -75,5 +75,8 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
         access_log=False,
         lifespan="on",
     )
+    # What was built so far (modules, settings, compiled statements, the app) lives as long
+    # as the process: out of the collector's scans from here on.
+    freeze_startup_objects()
     uvicorn.Server(config).run()
     return 0

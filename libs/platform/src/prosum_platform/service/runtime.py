@@ -27,7 +27,6 @@ from prosum_platform.eventstore.store import EventStore
 from prosum_platform.messaging.consumer import EventConsumer, Subscription
 from prosum_platform.messaging.kafka import KafkaConfig, ensure_topics, kafka_reachable
 from prosum_platform.messaging.relay import OutboxRelay
-from prosum_platform.service.gc_tuning import freeze_startup_objects
 from prosum_platform.settings import ServiceSettings
 from prosum_platform.telemetry import Telemetry, current_trace_context, setup_telemetry
 
@@ -272,7 +271,6 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        freeze_startup_objects()
         try:
             yield
         finally:

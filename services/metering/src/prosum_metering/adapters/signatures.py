@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from nacl.exceptions import BadSignatureError, CryptoError
@@ -55,16 +55,13 @@ def _warm() -> int:
     return os.getpid()
 
 
-class Deferred:
-    """Outcomes computed in the calling thread when first asked for."""
+class Done:
+    """Outcomes already known (checked in the calling thread, before any transaction)."""
 
-    def __init__(self, compute: Callable[[], list[bool]]) -> None:
-        self._compute: Callable[[], list[bool]] | None = compute
-        self._outcomes: list[bool] = []
+    def __init__(self, outcomes: list[bool]) -> None:
+        self._outcomes = outcomes
 
-    def result(self) -> list[bool]:
-        if self._compute is not None:
-            self._outcomes, self._compute = self._compute(), None
+    def result(self, timeout: float | None = None) -> list[bool]:
         return self._outcomes
 
 
@@ -75,11 +72,14 @@ class Pending:
         self._futures = futures
         self._outcomes: list[bool] | None = None
 
-    def result(self) -> list[bool]:
+    def result(self, timeout: float | None = None) -> list[bool]:
+        """The outcomes; raises ``TimeoutError`` if they are not all in within ``timeout``."""
         if self._outcomes is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
             outcomes: list[bool] = []
             for future in self._futures:
-                outcomes.extend(future.result())
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                outcomes.extend(future.result(left))
             self._outcomes = outcomes
         return self._outcomes
 
@@ -90,9 +90,8 @@ class InlineVerifier:
     def verify_many(self, items: Sequence[Item]) -> list[bool]:
         return verify_all(items)
 
-    def begin(self, items: Sequence[Item]) -> Deferred:
-        chosen = list(items)
-        return Deferred(lambda: self.verify_many(chosen))
+    def begin(self, items: Sequence[Item]) -> Done:
+        return Done(self.verify_many(items))
 
     def close(self) -> None:
         return None
@@ -120,12 +119,11 @@ class PooledVerifier:
     def verify_many(self, items: Sequence[Item]) -> list[bool]:
         return self.begin(items).result()
 
-    def begin(self, items: Sequence[Item]) -> Deferred | Pending:
+    def begin(self, items: Sequence[Item]) -> Done | Pending:
         """Hand the chunks of a large batch to the workers and return at once; a small one
-        is checked in the calling thread when its result is asked for."""
+        is checked in the calling thread now (before the caller's transaction)."""
         if len(items) < self._inline_below:
-            chosen = list(items)
-            return Deferred(lambda: verify_all(chosen))
+            return Done(verify_all(items))
         size = max(self._chunk, -(-len(items) // (self.workers * 4)))
         return Pending(
             [

@@ -69,6 +69,9 @@ EVENT_ITEMS = 500
 """Most list items in one integration event, which keeps each well under a Kafka message's
 1 MB default limit."""
 WRITE_ATTEMPTS = 5
+SIGNATURE_WAIT_IN_TRANSACTION_S = 0.5
+"""How long a transaction ready to commit waits for its signature checks while holding the
+write lock; longer, it rolls back, waits outside and runs again."""
 DEVICE_CACHE_S = 5.0
 DEVICE_CACHE_SIZE = 100_000
 HEADS_CACHE_SIZE = 500_000
@@ -184,6 +187,10 @@ class _Draft:
         )
 
 
+class _Unverified(Exception):
+    """The signature checks were not done when the transaction was ready to commit."""
+
+
 class _Forged(Exception):
     """Readings whose signatures turned out not to verify, found before the commit."""
 
@@ -297,6 +304,10 @@ class IngestService:
                 for metering_point, head in final.heads.items():
                     self._heads[metering_point] = head.end
                 break
+            except _Unverified:
+                assert signatures is not None
+                signatures.result()  # outside the transaction; then write again
+                continue
             except _Forged as forged:
                 for bad in forged.items:
                     position = bad.candidate.position
@@ -487,7 +498,16 @@ class IngestService:
         # always so) while the workers checked them; only now, before the commit, are the
         # outcomes needed. A reading that does not verify rolls the transaction back, and it
         # runs again without it.
-        outcomes = signatures.result() if signatures is not None and awaited else []
+        # The workers may still be busy with earlier submissions: rather than hold the write
+        # lock while they finish, give it back and wait outside the transaction.
+        try:
+            outcomes = (
+                signatures.result(timeout=SIGNATURE_WAIT_IN_TRANSACTION_S)
+                if signatures is not None and awaited
+                else []
+            )
+        except TimeoutError:
+            raise _Unverified from None
         forged = [item for item in awaited if not outcomes[item.check]]
         if forged:
             raise _Forged(forged)

@@ -305,8 +305,9 @@ class MeteringQueries(Protocol):
 
 
 class PendingVerification(Protocol):
-    def result(self) -> list[bool]:
-        """The outcomes, in the order given; waits for them if they are still being checked."""
+    def result(self, timeout: float | None = None) -> list[bool]:
+        """The outcomes, in the order given; waits for them if they are still being checked,
+        and raises ``TimeoutError`` if they are not in within ``timeout`` seconds."""
         ...
 
 
