@@ -65,6 +65,9 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
         run_relay=not args.no_relay,
         run_consumers=not args.no_consumers,
         on_shutdown=[platform.telemetry.shutdown, platform.engine.dispose],
+        # What start-up built (modules, settings, statements, clients) lives as long as the
+        # process: out of the collector's scans from then on.
+        on_started=[freeze_startup_objects],
     )
     port = args.port if args.port is not None else settings.http.port
     config = uvicorn.Config(
@@ -75,8 +78,5 @@ def run_service_cli(definition: ServiceDefinition, argv: Sequence[str] | None = 
         access_log=False,
         lifespan="on",
     )
-    # What was built so far (modules, settings, compiled statements, the app) lives as long
-    # as the process: out of the collector's scans from here on.
-    freeze_startup_objects()
     uvicorn.Server(config).run()
     return 0

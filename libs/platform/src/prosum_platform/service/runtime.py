@@ -257,8 +257,11 @@ def create_app(
     run_relay: bool = True,
     run_consumers: bool = True,
     on_shutdown: Sequence[Callable[[], None]] = (),
+    on_started: Sequence[Callable[[], None]] = (),
 ) -> FastAPI:
     """The service's HTTP app; its lifespan runs the relay and consumers.
+
+    ``on_started`` runs once they started (the CLI freezes the start-up objects there).
 
     ``on_shutdown`` runs after they stopped (the CLI flushes telemetry and closes the pool
     there: uvicorn re-raises the stop signal once it returns, so code after it never runs).
@@ -271,6 +274,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        for hook in on_started:
+            hook()
         try:
             yield
         finally:
