@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import fastjsonschema
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,17 @@ def test_the_python_check_and_the_compiled_schema_agree(
 def test_a_valid_envelope_passes() -> None:
     assert envelope_problem(GOOD) is None
     SCHEMA(GOOD)
+
+
+def test_a_newline_after_a_pattern_is_refused_as_the_schema_refuses_it() -> None:
+    """The schema's patterns end in "$", which fastjsonschema reads as the very end."""
+    traceparent = GOOD["trace"]["traceparent"] + "\n"
+    for changed in (
+        {"type": "a.a\n"},
+        {"occurred_at": GOOD["occurred_at"] + "\n"},
+        {"trace": {"traceparent": traceparent}},
+    ):
+        document = {**GOOD, **changed}
+        assert envelope_problem(document) is not None, changed
+        with pytest.raises(fastjsonschema.JsonSchemaValueException):
+            SCHEMA(document)

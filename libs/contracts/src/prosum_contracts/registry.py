@@ -148,12 +148,13 @@ _ENVELOPE_KEYS = frozenset(
     }
 )
 _REQUIRED_KEYS = _ENVELOPE_KEYS - {"correlation_id", "causation_id"}
-_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+# The schema's patterns end in "$", which fastjsonschema reads as \Z (no newline after).
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 _SOURCES = frozenset({"identity", "metering", "orderbook", "settlement", "ledger-adapter", "ops"})
-_OCCURRED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_OCCURRED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})\Z")
 # The schema's "format": "date-time", as the compiled schema checks it.
 _DATE_TIME = re.compile(CodeGeneratorDraft07.FORMAT_REGEXS["date-time"])
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 
 
 def _number(value: Any) -> bool:
