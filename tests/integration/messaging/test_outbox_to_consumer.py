@@ -520,3 +520,41 @@ async def test_events_a_consumer_does_not_apply_do_not_break_its_batches(
     assert seen == list(range(40))
     assert sum(calls) == 40
     assert max(calls) > 1, "the skipped events did not split the batch into single events"
+
+
+class _FlakyStore(EventStore):
+    """An event store whose reads of the outbox fail a few times (a lost connection)."""
+
+    failures = 2
+
+    def unsent(self, limit: int) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("the database went away")
+        return super().unsent(limit)
+
+
+async def test_the_relay_outlives_database_errors_and_publishes_afterwards(
+    kafka: KafkaConfig, sqlite_url: str, registry: SchemaRegistry
+) -> None:
+    topic = f"widgets-{uuid.uuid4().hex[:8]}"
+    engine = create_store_engine(sqlite_url)
+    metadata.create_all(engine)
+    store = _FlakyStore(engine, registry)
+    with store.transaction() as tx:
+        for n in range(5):
+            tx.enqueue(_widget(f"w-{n}", n), topic)
+    relay = OutboxRelay(store, kafka, idle_poll=0.05)
+    await relay.start()
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(100):
+            if store.pending_outbox() == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await relay.stop()
+        task.cancel()
+    assert store.failures == 0
+    assert store.pending_outbox() == 0
+    assert not task.done() or task.cancelled() or task.exception() is None

@@ -386,3 +386,26 @@ def test_a_fetch_of_balance_reports_keeps_each_participants_latest_block(
         "b": (5, 51, 50),
         "c": (1, 1, 10),
     }
+
+
+def test_a_batch_failing_naming_a_trade_it_does_not_hold_counts_as_without_a_culprit(
+    store: EventStore,
+) -> None:
+    """The chain names a trade that is not in the batch (a ledger fault): nobody in the batch
+    is to blame, so the batch counts as failing without a culprit and its trades give up after
+    max_attempts rather than going round for ever."""
+    uow = unit_of_work(store)
+    with uow() as s:
+        services.record_trade(s, trade(0))
+    for attempt in range(POLICY.max_attempts):
+        with uow() as s:
+            batch = services.open_batch(s, POLICY)
+        assert batch is not None, attempt
+        _fail(uow, batch, "t-not-in-this-batch")
+    [failed] = [m["data"] for m in outbox_messages(store) if m["type"] == "settlement.trade_failed"]
+    assert failed["trade_id"] == "t0"
+    assert failed["failed_trade_id"] is None
+    with uow() as s:
+        assert services.open_batch(s, POLICY) is None
+        [held] = s.instructions_by_id(["t0"])
+    assert held.failures_without_culprit == POLICY.max_attempts

@@ -96,26 +96,32 @@ class OutboxRelay:
         await anyio.to_thread.run_sync(self._store.release_lease, LEASE_NAME, self._holder)
 
     async def run(self) -> None:
-        """Publish until stopped. Broker outages are waited out, never fatal."""
+        """Publish until stopped. Broker outages and database errors (a lost connection, a
+        write lock held too long) are waited out and retried, never fatal: a relay that
+        stopped would leave every later event in the outbox."""
         if self._producer is None:
             await self.start()
         lease_checked = 0.0
         has_lease = False
         while not self._stopping:
-            now = time.monotonic()
-            if now - lease_checked > self._lease_ttl.total_seconds() / 3:
-                has_lease = await anyio.to_thread.run_sync(
-                    self._store.acquire_lease, LEASE_NAME, self._holder, self._lease_ttl
-                )
-                lease_checked = now
             sent = 0
-            if has_lease:
-                try:
+            try:
+                now = time.monotonic()
+                if now - lease_checked > self._lease_ttl.total_seconds() / 3:
+                    has_lease = await anyio.to_thread.run_sync(
+                        self._store.acquire_lease, LEASE_NAME, self._holder, self._lease_ttl
+                    )
+                    lease_checked = now
+                if has_lease:
                     sent = await self.publish_once()
-                except KafkaError as exc:
-                    log.warning("relay: broker unavailable (%s); retrying", exc)
-                    await asyncio.sleep(1.0)
-                    continue
+            except KafkaError as exc:
+                log.warning("relay: broker unavailable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:
+                log.exception("relay: round failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
             if sent == 0:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):

@@ -226,7 +226,11 @@ def apply_batch_outcome(
         store.publish_many(events)
         store.close_batch(batch_id, "confirmed", tx_id=data["tx_id"], block=data["block"])
         return
-    culprit = data.get("trade_id")
+    named = data.get("trade_id")
+    # A trade the chain names that is not in this batch cannot be what failed it: the batch
+    # counts as failing without a culprit, so its trades still give up after max_attempts
+    # instead of being sent again for ever.
+    culprit = named if any(i.id == named for i in batch) else None
     for instruction in batch:
         # A trade fails when the chain names it, or when batches keep failing without naming
         # anyone (max_attempts such batches). A trade that was merely in the batch of a named
@@ -256,7 +260,7 @@ def apply_batch_outcome(
             changed.append(instruction)
     store.save_instructions(changed)
     store.publish_many(events)
-    store.close_batch(batch_id, "failed", reason=data["reason"], failed_trade_id=culprit)
+    store.close_batch(batch_id, "failed", reason=data["reason"], failed_trade_id=named)
 
 
 def request_funds(
