@@ -27,6 +27,7 @@ from prosum_platform.eventstore import (
     create_store_engine,
     metadata,
 )
+from prosum_platform.eventstore.engine import WriteLockTimeout
 from prosum_platform.messaging import (
     EventConsumer,
     HandlerOutcome,
@@ -558,3 +559,52 @@ async def test_the_relay_outlives_database_errors_and_publishes_afterwards(
     assert store.failures == 0
     assert store.pending_outbox() == 0
     assert not task.done() or task.cancelled() or task.exception() is None
+
+
+async def test_a_write_lock_held_long_by_another_writer_is_waited_out_not_dead_lettered(
+    kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    """Nothing is wrong with an event whose transaction could not get the database's write lock
+    in time: the consumer tries it again, past its usual number of attempts, and applies it."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    metadata.create_all(engine)
+    store = EventStore(engine)
+    timeouts = {"left": 8}
+
+    def apply_after_timeouts(envelope: Envelope, tx: Transaction) -> None:
+        if timeouts["left"]:
+            timeouts["left"] -= 1
+            raise WriteLockTimeout("waited 30 s for another transaction")
+        _apply(envelope, tx)
+
+    topic = f"locked-{uuid.uuid4().hex[:8]}"
+    consumer = EventConsumer(
+        f"locked-{uuid.uuid4().hex[:6]}",
+        store,
+        registry,
+        kafka,
+        Subscription((topic,), {WIDGET: apply_after_timeouts}),
+        handler_attempts=3,
+    )
+    await consumer.start()
+    event = _widget("w-1", 1)
+    record = ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"w-1",
+        value=event.to_bytes(),
+        checksum=None,
+        serialized_key_size=3,
+        serialized_value_size=len(event.to_bytes()),
+        headers=(),
+    )
+    try:
+        assert await consumer.process(record) is HandlerOutcome.APPLIED
+    finally:
+        await consumer.stop()
+    assert timeouts["left"] == 0
+    assert consumer.stats.dead_lettered == 0
+    assert len(store.load("sink-w-1")) == 1

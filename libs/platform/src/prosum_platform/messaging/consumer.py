@@ -26,6 +26,7 @@ from prosum_contracts import ContractError, Envelope, SchemaRegistry
 from prosum_contracts.envelope import utc_now
 from prosum_contracts.topics import DEAD_LETTER
 from prosum_platform.domain import ConcurrencyConflict
+from prosum_platform.eventstore.engine import WriteLockTimeout
 from prosum_platform.eventstore.store import EventStore, Transaction
 from prosum_platform.messaging.kafka import KafkaConfig
 from prosum_platform.telemetry import Telemetry, span_in_event_context
@@ -331,9 +332,20 @@ class EventConsumer:
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, handler: EventHandler
     ) -> HandlerOutcome:
         last_error: BaseException | None = None
-        for attempt in range(self._handler_attempts):
+        attempt = 0
+        while attempt < self._handler_attempts:
+            attempt += 1
             try:
                 applied = await anyio.to_thread.run_sync(self._apply, envelope, handler)
+            except WriteLockTimeout as exc:
+                # Another writer of this process held the database for long: nothing is wrong
+                # with the event, so it is tried again (not counted) rather than dead-lettered.
+                if self._stopping.is_set():
+                    raise
+                log.warning("consumer %s: %s; trying %s again", self.name, exc, envelope.event_id)
+                attempt -= 1
+                await asyncio.sleep(0.1)
+                continue
             except ConcurrencyConflict as exc:
                 last_error = exc
                 continue
