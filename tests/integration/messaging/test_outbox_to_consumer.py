@@ -103,6 +103,24 @@ def _widget(subject: str, sequence: int) -> Envelope:
     )
 
 
+def _record(topic: str, event: Envelope, key: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
+    """A record as a fetch returns it, to deliver by hand."""
+    value = event.to_bytes()
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
+    )
+
+
 def _apply(envelope: Envelope, tx: Transaction) -> None:
     stream = f"sink-{envelope.subject}"
     tx.append(stream, tx.current_version(stream), [NewEvent("WidgetSeen", 1, dict(envelope.data))])
@@ -287,19 +305,7 @@ async def test_the_same_message_delivered_twice_is_applied_once(
                 break
             await asyncio.sleep(0.1)
         # and once more, by hand, as a redelivery after a rebalance would
-        record = ConsumerRecord(
-            topic=topic,
-            partition=0,
-            offset=99,
-            timestamp=0,
-            timestamp_type=0,
-            key=b"w-9",
-            value=event.to_bytes(),
-            checksum=None,
-            serialized_key_size=3,
-            serialized_value_size=len(event.to_bytes()),
-            headers=(),
-        )
+        record = _record(topic, event, b"w-9", offset=99)
         assert await consumer.process(record) is HandlerOutcome.DUPLICATE
     finally:
         await consumer.stop()
@@ -588,19 +594,7 @@ async def test_a_write_lock_held_long_by_another_writer_is_waited_out_not_dead_l
     )
     await consumer.start()
     event = _widget("w-1", 1)
-    record = ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"w-1",
-        value=event.to_bytes(),
-        checksum=None,
-        serialized_key_size=3,
-        serialized_value_size=len(event.to_bytes()),
-        headers=(),
-    )
+    record = _record(topic, event, b"w-1", offset=0)
     try:
         assert await consumer.process(record) is HandlerOutcome.APPLIED
     finally:

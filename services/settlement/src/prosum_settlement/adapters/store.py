@@ -137,12 +137,6 @@ class SqlSettlementStore(SettlementStore):
     def instruction(self, trade_id: str) -> Instruction | None:
         return self._instructions.get(self._tx, trade_id)
 
-    def has_instruction(self, trade_id: str) -> bool:
-        found = self._conn.execute(
-            sa.select(instructions.c.trade_id).where(instructions.c.trade_id == trade_id)
-        ).first()
-        return found is not None
-
     def existing_instructions(self, trade_ids: Sequence[str]) -> set[str]:
         if not trade_ids:
             return set()
@@ -150,9 +144,6 @@ class SqlSettlementStore(SettlementStore):
             sa.select(instructions.c.trade_id).where(instructions.c.trade_id.in_(list(trade_ids)))
         )
         return {row[0] for row in rows}
-
-    def save_instruction(self, instruction: Instruction) -> None:
-        self.save_instructions([instruction])
 
     def instructions_by_id(self, trade_ids: Sequence[str]) -> list[Instruction]:
         if not trade_ids:
@@ -338,24 +329,6 @@ class SqlSettlementStore(SettlementStore):
             )
 
     # -- balances and reconciliation ------------------------------------------------------------
-    def set_balance(self, balance: BalanceView) -> None:
-        values = {"energy_wh": balance.energy_wh, "ecoin": balance.ecoin, "block": balance.block}
-        updated = self._conn.execute(
-            balances.update()
-            .where(balances.c.participant_id == balance.participant_id)
-            .values(**values)
-        )
-        if updated.rowcount == 0:
-            self._conn.execute(
-                balances.insert().values(participant_id=balance.participant_id, **values)
-            )
-
-    def balance(self, participant_id: str) -> BalanceView | None:
-        row = self._conn.execute(
-            sa.select(balances).where(balances.c.participant_id == participant_id)
-        ).first()
-        return BalanceView(row.participant_id, row.energy_wh, row.ecoin, row.block) if row else None
-
     def balances_of(self, participant_ids: Sequence[str]) -> dict[str, BalanceView]:
         if not participant_ids:
             return {}

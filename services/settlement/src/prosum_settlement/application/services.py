@@ -101,20 +101,7 @@ class FeeAccountWatch:
 
 def record_trade(store: SettlementStore, trade: dict[str, Any]) -> bool:
     """An executed trade becomes a pending instruction (once, however often it is delivered)."""
-    if store.has_instruction(trade["trade_id"]):
-        return False
-    instruction = Instruction.create(
-        trade["trade_id"],
-        seller=trade["seller"],
-        buyer=trade["buyer"],
-        quantity_wh=int(trade["quantity_wh"]),
-        value_ecoin=int(trade["value_ecoin"]),
-        fee_ecoin=int(trade["fee_ecoin"]),
-        market_id=trade["market_id"],
-        delivery_start=trade["delivery_start"],
-    )
-    store.save_instruction(instruction)
-    return True
+    return record_trades(store, [trade]) == 1
 
 
 def record_trades(store: SettlementStore, trades: list[dict[str, Any]]) -> int:
@@ -444,12 +431,7 @@ def record_balances(store: SettlementStore, reports: Sequence[dict[str, Any]]) -
 
 
 def record_balance(store: SettlementStore, data: dict[str, Any]) -> None:
-    current = store.balance(data["participant_id"])
-    if current is not None and current.block > data["block"]:
-        return  # an older report arriving late
-    store.set_balance(
-        BalanceView(data["participant_id"], data["energy_wh"], data["ecoin"], data["block"])
-    )
+    record_balances(store, [data])
 
 
 __all__ = [
