@@ -300,6 +300,21 @@ _TRY_THRESHOLD = _ADJUST_THRESHOLD.where(
     threshold_usage.c.open_wh + sa.bindparam("wh") <= sa.bindparam("max_wh"),
     threshold_usage.c.open_value_ecoin + sa.bindparam("v") <= sa.bindparam("max_v"),
 )
+_HELD_ACCOUNTS = sa.select(
+    accounts.c.participant_id,
+    accounts.c.energy_wh,
+    accounts.c.ecoin,
+    accounts.c.reserved_wh,
+    accounts.c.reserved_ecoin,
+).order_by(accounts.c.participant_id)
+_HELD_USE = sa.select(
+    threshold_usage.c.threshold_id,
+    threshold_usage.c.open_wh,
+    threshold_usage.c.open_value_ecoin,
+).order_by(threshold_usage.c.threshold_id)
+
+
+_INSERT_USE = sa.insert(threshold_usage)
 _MARKET_TRADE = (
     sa.update(markets)
     .where(markets.c.market_id == sa.bindparam("m"))
@@ -336,6 +351,11 @@ class SqlOrderbookStore:
         self._threshold_use: dict[tuple[str, str], list[int]] = {}
         self._market_trades: dict[str, list[int]] = {}
         self._books_to_save: dict[str, OrderBook] = {}
+        # Held by ``hold_cover``: [energy, ecoin, reserved_wh, reserved_ecoin] per participant
+        # and [open_wh, open_value] per threshold, as of this unit of work (changes included).
+        self._cover: dict[str, list[int] | None] = {}
+        self._use: dict[str, list[int]] = {}
+        self._new_use: dict[str, str] = {}  # thresholds without a row yet -> participant
         self._journal: list[NewEvent] = []
         self._outbox: list[Envelope] = []
 
@@ -567,6 +587,47 @@ class SqlOrderbookStore:
             },
         )
 
+    def hold_cover(self, participants: Collection[tuple[str, str]]) -> None:
+        """Read the accounts and threshold use of many (participant, threshold) pairs at once,
+        locked until the unit of work ends (SQLite: the transaction holds the write lock;
+        PostgreSQL: ``FOR UPDATE``, accounts before thresholds, each in key order, as
+        ``_flush_counters`` locks them). ``reserve_for_order`` then decides their orders in
+        memory and the changes are written with the other counters, a statement per table."""
+        wanted = sorted({p for p, _ in participants} - self._cover.keys())
+        thresholds = {t: p for p, t in participants if t not in self._use}
+        if not wanted and not thresholds:
+            return
+        lock = self._conn.dialect.name == "postgresql"
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = _HELD_ACCOUNTS.where(accounts.c.participant_id.in_(chunk))
+            rows = self._conn.execute(query.with_for_update() if lock else query)
+            found = {row[0]: [row[1], row[2], row[3], row[4]] for row in rows}
+            for participant in chunk:
+                held = found.get(participant)
+                pending = self._reserved.get(participant)
+                if held is not None and pending is not None:
+                    held[2] += pending[0]
+                    held[3] += pending[1]
+                self._cover[participant] = held
+        self._hold_use(thresholds, lock)
+        for threshold, participant in thresholds.items():
+            if threshold not in self._use:  # no row yet: written by flush if it is used
+                self._use[threshold] = [0, 0]
+                self._new_use[threshold] = participant
+
+    def _hold_use(self, thresholds: dict[str, str], lock: bool) -> None:
+        keys = sorted(thresholds)
+        for start in range(0, len(keys), 500):
+            query = _HELD_USE.where(threshold_usage.c.threshold_id.in_(keys[start : start + 500]))
+            for row in self._conn.execute(query.with_for_update() if lock else query):
+                use = [row[1], row[2]]
+                pending = self._threshold_use.get((thresholds[row[0]], row[0]))
+                if pending is not None:
+                    use[0] += pending[0]
+                    use[1] += pending[1]
+                self._use[row[0]] = use
+
     def reserve_for_order(
         self,
         participant_id: str,
@@ -575,6 +636,12 @@ class SqlOrderbookStore:
         energy_wh: int,
         ecoin: int,
     ) -> str | None:
+        if participant_id in self._cover:
+            # Its account's changes wait for the flush: the conditional UPDATEs below would
+            # not see them.
+            if threshold_id not in self._use:
+                self.hold_cover([(participant_id, threshold_id)])
+            return self._reserve_held(participant_id, threshold_id, claim, energy_wh, ecoin)
         now = _now()
         reserve = {"p": participant_id, "e": energy_wh, "c": ecoin, "now": now}
         if not self._conn.execute(_TRY_RESERVE, reserve).rowcount:
@@ -606,6 +673,56 @@ class SqlOrderbookStore:
             )
             return "threshold_exhausted"
         return None
+
+    def _reserve_held(
+        self,
+        participant_id: str,
+        threshold_id: str,
+        claim: ThresholdClaim,
+        energy_wh: int,
+        ecoin: int,
+    ) -> str | None:
+        """``reserve_for_order`` on rows ``hold_cover`` read: the conditions of ``_TRY_RESERVE``
+        and ``_TRY_THRESHOLD``, decided in memory."""
+        cover = self._cover[participant_id]
+        if cover is None:
+            return "insufficient_cover"
+        energy, coin, reserved_wh, reserved_ecoin = cover
+        if (energy_wh and energy - reserved_wh < energy_wh) or (
+            ecoin and coin - reserved_ecoin < ecoin
+        ):
+            return "insufficient_cover"
+        use = self._use[threshold_id]
+        if (
+            use[0] + claim.open_wh > claim.max_open_wh
+            or use[1] + claim.open_value > claim.max_value
+        ):
+            return "threshold_exhausted"
+        cover[2] += energy_wh
+        cover[3] += ecoin
+        use[0] += claim.open_wh
+        use[1] += claim.open_value
+        self.adjust_reserved(participant_id, energy_wh, ecoin)
+        self.adjust_threshold(participant_id, threshold_id, claim.open_wh, claim.open_value)
+        return None
+
+    def _insert_new_use(self, now: datetime) -> None:
+        """A zero row for each threshold ``hold_cover`` found without one and an order then
+        used (the use itself is added by ``_flush_counters``). A plain insert: if a concurrent
+        unit of work added the row meanwhile (PostgreSQL), this one lost the race and is tried
+        again, now reading and locking that row."""
+        rows = [
+            {"threshold_id": t, "participant_id": p, "open_wh": 0, "open_value_ecoin": 0}
+            | {"updated_at": now}
+            for t, p in sorted(self._new_use.items())
+            if any(self._threshold_use.get((p, t), ()))
+        ]
+        self._new_use.clear()
+        if rows:
+            try:
+                self._conn.execute(_INSERT_USE, rows)
+            except IntegrityError as exc:
+                raise Contention(f"threshold use added concurrently: {exc.orig}") from None
 
     def _flush_counters(self, now: datetime) -> None:
         """Reservations and threshold use. Rows are locked in one order by every unit of work:
@@ -726,6 +843,7 @@ class SqlOrderbookStore:
                 ],
             )
             self._changed_trades.clear()
+        self._insert_new_use(now)
         self._flush_counters(now)
         if self._market_trades:
             self._conn.execute(

@@ -266,6 +266,13 @@ class OrderEntry:
                         a: refusals[(a.threshold_id, a.device_id, a.participant_id)]
                         for a, _ in requests
                     }
+                    store.hold_cover(
+                        {
+                            (a.participant_id, a.threshold_id)
+                            for a, _ in requests
+                            if standing[a] is None
+                        }
+                    )
                     for i in sequence:
                         authority, new = requests[i]
                         try:

@@ -202,6 +202,12 @@ class OrderbookStore(Protocol):
         """Store balances unless newer ones are stored already; True when stored."""
         ...
 
+    def hold_cover(self, participants: Collection[tuple[str, str]]) -> None:
+        """Lock and read the accounts and threshold use of these (participant, threshold)
+        pairs for the rest of the unit of work, so that ``reserve_for_order`` decides their
+        orders without a statement each."""
+        ...
+
     def reserve_for_order(
         self,
         participant_id: str,
