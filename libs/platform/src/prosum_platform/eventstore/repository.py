@@ -69,26 +69,40 @@ class Repository(Generic[A]):
         if every and aggregate.version // every > expected // every:
             tx.save_snapshot(stream, aggregate.version, aggregate.snapshot_state())
 
-    def save_many(self, tx: Transaction, aggregates: Sequence[A]) -> None:
-        """Persist the pending events of many aggregates with one statement.
+    def save_many(
+        self,
+        tx: Transaction,
+        aggregates: Sequence[A],
+        meta: Callable[[A], dict[str, Any]] | None = None,
+    ) -> None:
+        """Persist the pending events of many aggregates with one statement (and the
+        snapshots that are due, one statement each).
 
-        For aggregates loaded in this transaction (their versions are current); snapshots are
-        not taken here, so use it for aggregates without ``snapshot_every``.
+        For aggregates whose versions are current in this transaction (loaded or checked in
+        it); a concurrent writer surfaces as ``ConcurrencyConflict`` for the whole call.
+        ``meta`` gives each aggregate's events their meta.
         """
         batches = []
+        saved = []
         for aggregate in aggregates:
             pending = aggregate.pending_events
             if not pending:
                 continue
             expected = aggregate.version - len(pending)
+            extra = meta(aggregate) if meta is not None else {}
             new_events = []
             for event in pending:
                 event_type, version, data = self._codec.encode(event)
-                new_events.append(NewEvent(event_type, version, data, {}))
+                new_events.append(NewEvent(event_type, version, data, extra))
             batches.append((self.stream_id(aggregate.id), expected, new_events))
+            saved.append((aggregate, expected))
         tx.append_many(batches)
-        for aggregate in aggregates:
+        every = self._cls.snapshot_every
+        for aggregate, expected in saved:
             aggregate.mark_persisted()
+            if every and aggregate.version // every > expected // every:
+                state = aggregate.snapshot_state()
+                tx.save_snapshot(self.stream_id(aggregate.id), aggregate.version, state)
 
 
 def retry_on_conflict(operation: Callable[[], T], attempts: int = 8) -> T:

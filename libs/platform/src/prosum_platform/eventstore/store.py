@@ -52,6 +52,10 @@ _UNSENT_SQL = {
 }
 _OUTBOX_COLUMNS = ("event_id", "topic", "message_key", "payload", "headers", "created_at")
 _BULK_OUTBOX = BulkStatement.insert(outbox, _OUTBOX_COLUMNS)
+_BULK_EVENTS = BulkStatement.insert(
+    events,
+    ("stream_id", "version", "event_type", "schema_version", "data", "meta", "recorded_at"),
+)
 _LOAD_STREAM = (
     select(events)
     .where(events.c.stream_id == bindparam("stream_id"), events.c.version > bindparam("after"))
@@ -200,25 +204,25 @@ class Transaction:
         constraint as ``ConcurrencyConflict`` for the whole call.
         """
         now = _now()
-        rows: list[dict[str, Any]] = [
-            {
-                "stream_id": stream_id,
-                "version": expected + offset,
-                "event_type": event.event_type,
-                "schema_version": event.schema_version,
-                "data": _dumps(event.data),
-                "meta": _dumps(event.meta),
-                "recorded_at": now,
-            }
+        rows = [
+            (
+                stream_id,
+                expected + offset,
+                event.event_type,
+                event.schema_version,
+                _dumps(event.data),
+                _dumps(event.meta),
+                now,
+            )
             for stream_id, expected, new_events in batches
             for offset, event in enumerate(new_events, start=1)
         ]
         if not rows:
             return
         try:
-            self.conn.execute(insert(events), rows)
+            _BULK_EVENTS.execute(self.conn, rows)
         except IntegrityError:
-            raise ConcurrencyConflict(str(rows[0]["stream_id"]), -1, None) from None
+            raise ConcurrencyConflict(str(rows[0][0]), -1, None) from None
 
     def load(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
         result = self.conn.execute(_LOAD_STREAM, {"stream_id": stream_id, "after": after_version})

@@ -45,6 +45,7 @@ from prosum_orderbook.domain.orders import OPEN_STATUSES, OrderSubmitted
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
 from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
+from prosum_platform.eventstore.bulk import BulkStatement
 from prosum_platform.eventstore.schema import events
 from prosum_platform.telemetry import current_trace_context
 
@@ -120,17 +121,21 @@ class BookCache:
         self._keep(market_id, _Cached(book, token, tx))
         return book
 
-    def save(self, tx: Transaction, book: OrderBook) -> None:
-        token = uuid.uuid4().hex
+    def save(self, tx: Transaction, books: Collection[OrderBook]) -> None:
+        """Append the books' pending events, all in one statement. Each book's events carry a
+        new writer token, which ``get`` compares with the stream's head."""
+        tokens = {book.market_id: uuid.uuid4().hex for book in books}
         try:
-            self._repository.save(tx, book, meta={"w": token})
+            self._repository.save_many(tx, list(books), lambda b: {"w": tokens[b.market_id]})
         except ConcurrencyConflict:
-            self.forget(book.market_id)
+            for book in books:
+                self.forget(book.market_id)
             raise
-        if book.status == CLOSED:
-            self.forget(book.market_id)
-        else:
-            self._keep(book.market_id, _Cached(book, token, tx))
+        for book in books:
+            if book.status == CLOSED:
+                self.forget(book.market_id)
+            else:
+                self._keep(book.market_id, _Cached(book, tokens[book.market_id], tx))
 
     def forget(self, market_id: str) -> None:
         with self._lock:
@@ -249,23 +254,16 @@ def trade_record(row: Any) -> TradeRecord:
 
 
 _ORDER_BY_ID = sa.select(orders).where(orders.c.order_id == sa.bindparam("order_id"))
-_UPDATE_ORDER = (
-    sa.update(orders)
-    .where(orders.c.order_id == sa.bindparam("b_order_id"))
-    .values({name: sa.bindparam(name) for name in (*_ORDER_MUTABLE, "updated_at")})
-)
 _ORDER_BY_CLIENT_ID = sa.select(orders).where(
     orders.c.participant_id == sa.bindparam("p"),
     orders.c.client_order_id == sa.bindparam("c"),
 )
 _MARKET_BY_ID = sa.select(markets).where(markets.c.market_id == sa.bindparam("m"))
-_UPDATE_TRADE = (
-    sa.update(trades)
-    .where(trades.c.trade_id == sa.bindparam("b_trade_id"))
-    .values({name: sa.bindparam(name) for name in (*_TRADE_MUTABLE, "updated_at")})
-)
-_INSERT_ORDER = sa.insert(orders)
-_INSERT_TRADE = sa.insert(trades)
+_ORDER_ROW = (*_ORDER_FIELDS, "created_at", "updated_at")
+_INSERT_ORDER = BulkStatement.insert(orders, _ORDER_ROW)
+_UPDATE_ORDERS = BulkStatement.update(orders, ["order_id"], [*_ORDER_MUTABLE, "updated_at"])
+_INSERT_TRADE = BulkStatement.insert(trades, (*_TRADE_FIELDS, "updated_at"))
+_UPDATE_TRADES = BulkStatement.update(trades, ["trade_id"], [*_TRADE_MUTABLE, "updated_at"])
 _ADJUST_RESERVED = (
     sa.update(accounts)
     .where(accounts.c.participant_id == sa.bindparam("p"))
@@ -787,58 +785,45 @@ class SqlOrderbookStore:
     def flush(self) -> None:
         """Write what was held back. Books first: a concurrent writer of a book fails the unit
         before anything else is written."""
-        for book in self._books_to_save.values():
-            self._books.save(self.tx, book)
-        self._books_to_save.clear()
+        if self._books_to_save:
+            self._books.save(self.tx, self._books_to_save.values())
+            self._books_to_save.clear()
         if self._journal:
             self.tx.append(f"entry:{uuid.uuid4().hex}", 0, self._journal)
             self._journal = []
         now = _now()
         if self._new_orders:
-            rows = [
-                {
-                    **{name: getattr(o, name) for name in _ORDER_FIELDS},
-                    "created_at": o.created_at,
-                    "updated_at": o.updated_at,
-                }
-                for o in self._new_orders.values()
-            ]
             try:
-                self._conn.execute(_INSERT_ORDER, rows)
+                _INSERT_ORDER.execute(
+                    self._conn,
+                    [
+                        (*[getattr(o, name) for name in _ORDER_FIELDS], o.created_at, o.updated_at)
+                        for o in self._new_orders.values()
+                    ],
+                )
             except IntegrityError as exc:
                 raise DuplicateClientOrderId(str(exc.orig)) from None
             self._new_orders.clear()
         if self._changed_orders:
-            self._conn.execute(
-                _UPDATE_ORDER,
+            _UPDATE_ORDERS.execute(
+                self._conn,
                 [
-                    {
-                        "b_order_id": o.order_id,
-                        "updated_at": now,
-                        **{name: getattr(o, name) for name in _ORDER_MUTABLE},
-                    }
+                    (*[getattr(o, name) for name in _ORDER_MUTABLE], now, o.order_id)
                     for o in self._changed_orders.values()
                 ],
             )
             self._changed_orders.clear()
         if self._new_trades:
-            self._conn.execute(
-                _INSERT_TRADE,
-                [
-                    {**{name: getattr(t, name) for name in _TRADE_FIELDS}, "updated_at": now}
-                    for t in self._new_trades
-                ],
+            _INSERT_TRADE.execute(
+                self._conn,
+                [(*[getattr(t, name) for name in _TRADE_FIELDS], now) for t in self._new_trades],
             )
             self._new_trades.clear()
         if self._changed_trades:
-            self._conn.execute(
-                _UPDATE_TRADE,
+            _UPDATE_TRADES.execute(
+                self._conn,
                 [
-                    {
-                        "b_trade_id": t.trade_id,
-                        "updated_at": now,
-                        **{name: getattr(t, name) for name in _TRADE_MUTABLE},
-                    }
+                    (*[getattr(t, name) for name in _TRADE_MUTABLE], now, t.trade_id)
                     for t in self._changed_trades.values()
                 ],
             )
