@@ -249,7 +249,8 @@ async def main() -> None:
             books = instance.ready()["checks"]["books"]
             print(
                 f"  instance {n}: partitions {books['partitions']}, {books['applied']} commands in "
-                f"{books['batches']} batches, {books['entry_orders']} orders entered in "
+                f"{books['batches']} batches ({books.get('prepared_batches', 0)} prepared ahead), "
+                f"{books['entry_orders']} orders entered in "
                 f"{books['entry_groups']} group commits"
             )
         total = len(orders) - len(refused)

@@ -34,7 +34,12 @@ from prosum_orderbook.adapters.credentials import ThresholdChecks, TrustTables
 from prosum_orderbook.adapters.group_commit import GroupCommit
 from prosum_orderbook.adapters.http_api import build_router
 from prosum_orderbook.adapters.queries import ReadModels
-from prosum_orderbook.adapters.store import BookCache, SqlOrderbookStore, unit_of_work
+from prosum_orderbook.adapters.store import (
+    BookCache,
+    PreparedUnit,
+    SqlOrderbookStore,
+    unit_of_work,
+)
 from prosum_orderbook.adapters.tables import tables
 from prosum_orderbook.application import outcomes
 from prosum_orderbook.application.entry import OrderEntry
@@ -42,7 +47,11 @@ from prosum_orderbook.application.matching import Matcher
 from prosum_orderbook.application.messages import (
     BALANCE_CHANGED,
     BOOK_COMMANDS,
+    CANCEL_ORDER,
     COMMANDS_TOPIC,
+    OPEN_MARKET,
+    PLACE_ORDER,
+    REDUCE_ORDER,
     TRADE_FAILED,
     TRADE_SETTLED,
 )
@@ -55,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MATCHER = "orderbook-matcher"
 SCHEDULER_LEASE = "orderbook-scheduler"
+PREPARED_COMMANDS = frozenset({OPEN_MARKET, PLACE_ORDER, CANCEL_ORDER, REDUCE_ORDER})
 INACTIVE = ("identity.participant_suspended", "identity.participant_closed")
 
 
@@ -106,6 +116,27 @@ def build(platform: Platform) -> ServiceParts:
                     matcher.handle(unit, envelope.type, envelope.data)
         unit.flush()
 
+    def prepare_book_commands(envelopes: Sequence[Envelope]) -> PreparedUnit | None:
+        """The books' work for a batch, done before the write transaction (see
+        ``BatchConsumer``): matching, read models, events and outbox rows. A batch that must
+        write as it goes (a market closing) is left to ``book_commands``."""
+        if any(e.type not in PREPARED_COMMANDS for e in envelopes):
+            return None
+        with platform.store.read_transaction() as rtx:
+            unit = SqlOrderbookStore(rtx, books, read_only=True)
+            try:
+                unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
+                for envelope in envelopes:
+                    with books_consumer.traced(envelope):
+                        matcher.handle(unit, envelope.type, envelope.data)
+                return unit.prepare()
+            except Exception as exc:
+                unit.abandon()
+                log.info(
+                    "orderbook: batch not prepared ahead (%s); applied in the transaction", exc
+                )
+                return None
+
     books_consumer = BatchConsumer(
         MATCHER,
         COMMANDS_TOPIC,
@@ -114,6 +145,7 @@ def build(platform: Platform) -> ServiceParts:
         platform.kafka,
         book_commands,
         platform.telemetry,
+        prepare=prepare_book_commands,
     )
 
     async def run_books() -> None:
@@ -156,6 +188,7 @@ def build(platform: Platform) -> ServiceParts:
             "partitions": sorted(state.partitions),
             "applied": state.applied,
             "batches": state.batches,
+            "prepared_batches": books_consumer.prepared,
             "dead_lettered": state.dead_lettered,
             "lag": state.lag(),
             "books_loaded": books.loads,

@@ -15,6 +15,7 @@ the same SQL ``execute`` would send.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, update
@@ -111,8 +112,10 @@ class BulkStatement:
         if compiled.order is not None:
             order = compiled.order
             if order != list(range(len(self._params))):
-                rows = [tuple(row[i] for i in order) for row in rows]
-            parameters: Any = [tuple(row) for row in rows]
+                pick = itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+                parameters: Any = [pick(row) for row in rows]
+            else:
+                parameters = [tuple(row) for row in rows]
         else:
             names = compiled.names or []
             parameters = [dict(zip(names, row, strict=True)) for row in rows]

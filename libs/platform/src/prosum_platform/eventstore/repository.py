@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import Aggregate, ConcurrencyConflict
-from prosum_platform.eventstore.store import NewEvent, Transaction
+from prosum_platform.eventstore.store import NewEvent, Transaction, event_rows
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
@@ -82,8 +82,19 @@ class Repository(Generic[A]):
         it); a concurrent writer surfaces as ``ConcurrencyConflict`` for the whole call.
         ``meta`` gives each aggregate's events their meta.
         """
+        self.prepare_save(aggregates, meta).write(tx)
+
+    def prepare_save(
+        self,
+        aggregates: Sequence[A],
+        meta: Callable[[A], dict[str, Any]] | None = None,
+    ) -> PreparedSave[A]:
+        """``save_many`` in two steps: the rows now (encoded, serialized, no database), the
+        write later (``PreparedSave.write``), perhaps in a transaction begun after."""
         batches = []
         saved = []
+        snapshots = []
+        every = self._cls.snapshot_every
         for aggregate in aggregates:
             pending = aggregate.pending_events
             if not pending:
@@ -94,15 +105,35 @@ class Repository(Generic[A]):
             for event in pending:
                 event_type, version, data = self._codec.encode(event)
                 new_events.append(NewEvent(event_type, version, data, extra))
-            batches.append((self.stream_id(aggregate.id), expected, new_events))
-            saved.append((aggregate, expected))
-        tx.append_many(batches)
-        every = self._cls.snapshot_every
-        for aggregate, expected in saved:
-            aggregate.mark_persisted()
+            stream = self.stream_id(aggregate.id)
+            batches.append((stream, expected, new_events))
+            saved.append(aggregate)
             if every and aggregate.version // every > expected // every:
-                state = aggregate.snapshot_state()
-                tx.save_snapshot(self.stream_id(aggregate.id), aggregate.version, state)
+                snapshots.append((stream, aggregate.version, aggregate.snapshot_state()))
+        return PreparedSave(event_rows(batches), snapshots, saved)
+
+
+class PreparedSave(Generic[A]):
+    """Aggregates' pending events as rows, ready to be written."""
+
+    def __init__(
+        self,
+        rows: list[tuple[Any, ...]],
+        snapshots: list[tuple[str, int, dict[str, Any]]],
+        aggregates: list[A],
+    ) -> None:
+        self.rows = rows
+        self.snapshots = snapshots
+        self.aggregates = aggregates
+
+    def write(self, tx: Transaction) -> None:
+        """Append the rows (``ConcurrencyConflict`` if another writer took a version), take
+        the snapshots, and mark the aggregates' events persisted."""
+        tx.insert_event_rows(self.rows)
+        for stream, version, state in self.snapshots:
+            tx.save_snapshot(stream, version, state)
+        for aggregate in self.aggregates:
+            aggregate.mark_persisted()
 
 
 def retry_on_conflict(operation: Callable[[], T], attempts: int = 8) -> T:

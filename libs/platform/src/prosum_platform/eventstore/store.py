@@ -132,6 +132,25 @@ def _stored(row: Any) -> StoredEvent:
     )
 
 
+def event_rows(batches: Sequence[tuple[str, int, Sequence[NewEvent]]]) -> list[tuple[Any, ...]]:
+    """Rows of the events table for events to append after each stream's expected version,
+    for ``Transaction.insert_event_rows``."""
+    now = _now()
+    return [
+        (
+            stream_id,
+            expected + offset,
+            event.event_type,
+            event.schema_version,
+            _dumps(event.data),
+            _dumps(event.meta),
+            now,
+        )
+        for stream_id, expected, new_events in batches
+        for offset, event in enumerate(new_events, start=1)
+    ]
+
+
 class Transaction:
     """One database transaction of the event store (a unit of work)."""
 
@@ -203,20 +222,10 @@ class Transaction:
         there is no per-stream pre-check, so a concurrent writer surfaces through the unique
         constraint as ``ConcurrencyConflict`` for the whole call.
         """
-        now = _now()
-        rows = [
-            (
-                stream_id,
-                expected + offset,
-                event.event_type,
-                event.schema_version,
-                _dumps(event.data),
-                _dumps(event.meta),
-                now,
-            )
-            for stream_id, expected, new_events in batches
-            for offset, event in enumerate(new_events, start=1)
-        ]
+        self.insert_event_rows(event_rows(batches))
+
+    def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store rows made by ``event_rows`` (perhaps before this transaction began)."""
         if not rows:
             return
         try:
@@ -248,12 +257,20 @@ class Transaction:
     # -- outbox ----------------------------------------------------------------------------
     def enqueue_many(self, envelopes: Sequence[Envelope]) -> None:
         """Put many integration events in the outbox with one statement (order kept)."""
+        self.insert_outbox_rows(self.outbox_rows(envelopes))
+
+    def outbox_rows(self, envelopes: Sequence[Envelope]) -> list[tuple[Any, ...]]:
+        """The outbox rows of ``envelopes``, each validated against its schema and serialized,
+        without touching the database: ``insert_outbox_rows`` stores them, in this transaction
+        or a later one."""
         if not envelopes:
-            return
+            return []
         # One transaction runs under one span: its trace context is looked up once.
         trace = self._trace_provider() if self._trace_provider is not None else None
         now = _now()
-        rows = [self._outbox_row(envelope, None, trace, now)[1] for envelope in envelopes]
+        return [self._outbox_row(envelope, None, trace, now)[1] for envelope in envelopes]
+
+    def insert_outbox_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if rows:
             _BULK_OUTBOX.execute(self.conn, rows)
             self.enqueued += len(rows)
@@ -379,6 +396,13 @@ class EventStore:
         if tx.enqueued:
             for listener in self._outbox_listeners:
                 listener()
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Transaction]:
+        """A ``Transaction`` over a read-only connection, to read streams and to prepare rows
+        (``outbox_rows``) before taking the write lock. Nothing may be written through it."""
+        with self.reading() as conn:
+            yield Transaction(conn, self.registry, self._trace_provider)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -38,6 +38,23 @@ from prosum_platform.telemetry import Telemetry, span_in_event_context
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[Transaction, Sequence[Envelope]], None]
+
+
+class Prepared(Protocol):
+    """A batch's effects worked out before the write transaction (see ``BatchConsumer``)."""
+
+    def current(self, tx: Transaction) -> bool:
+        """Whether what the batch read is still so, in the write transaction."""
+        ...
+
+    def write(self, tx: Transaction) -> None: ...
+
+    def discard(self) -> None:
+        """Not written: drop what was kept in memory for it."""
+        ...
+
+
+Prepare = Callable[[Sequence[Envelope]], Prepared | None]
 
 
 @dataclass
@@ -84,6 +101,7 @@ class BatchConsumer:
         telemetry: Telemetry | None = None,
         *,
         on_revoked: Callable[[set[int]], None] = lambda _partitions: None,
+        prepare: Prepare | None = None,
         max_batch: int = 1000,
         attempts: int = 5,
     ) -> None:
@@ -95,6 +113,8 @@ class BatchConsumer:
         self._handle = handle
         self._telemetry = telemetry
         self._on_revoked = on_revoked
+        self._prepare = prepare
+        self.prepared = 0
         self._max_batch = max_batch
         self._attempts = attempts
         self._consumer: AIOKafkaConsumer | None = None
@@ -201,13 +221,32 @@ class BatchConsumer:
                 await asyncio.sleep(min(0.02 * 2 ** min(attempt, 6), 1.0))
 
     def _apply(self, envelopes: Sequence[Envelope]) -> None:
-        with self._store.transaction() as tx:
-            if len(envelopes) == 1:
-                fresh = [e for e in envelopes if tx.record_processed(self.name, e.event_id)]
-            else:
-                fresh = self._record_processed(tx, envelopes)
-            if fresh:
-                self._handle(tx, fresh)
+        """One transaction for the batch. With ``prepare``, a batch's effects are first worked
+        out outside the write transaction (on SQLite, without holding the database's only write
+        lock, so another process writes meanwhile), and the transaction only checks that what
+        they were worked out from still holds (no event of the batch applied already, the
+        prepared reads still current) and writes them. If not, the handler runs in the
+        transaction as without ``prepare``."""
+        prepared = self._prepare(envelopes) if self._prepare is not None else None
+        try:
+            with self._store.transaction() as tx:
+                if len(envelopes) == 1:
+                    fresh = [e for e in envelopes if tx.record_processed(self.name, e.event_id)]
+                else:
+                    fresh = self._record_processed(tx, envelopes)
+                if prepared is not None and len(fresh) == len(envelopes) and prepared.current(tx):
+                    prepared.write(tx)
+                    self.prepared += 1
+                else:
+                    if prepared is not None:
+                        prepared.discard()
+                        prepared = None
+                    if fresh:
+                        self._handle(tx, fresh)
+        except BaseException:
+            if prepared is not None:
+                prepared.discard()
+            raise
         self.state.applied += len(fresh)
         self.state.duplicates += len(envelopes) - len(fresh)
 

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, overload
 
 import orjson
@@ -46,7 +47,9 @@ from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
 from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
 from prosum_platform.eventstore.bulk import BulkStatement
+from prosum_platform.eventstore.repository import PreparedSave
 from prosum_platform.eventstore.schema import events
+from prosum_platform.eventstore.store import event_rows
 from prosum_platform.telemetry import current_trace_context
 
 CODEC = EventCodec().register(*BOOK_EVENTS, OrderSubmitted)
@@ -82,6 +85,10 @@ def order_stream(order_id: str) -> str:
     return f"order:{order_id}"
 
 
+class NeedsWriteLock(Exception):
+    """A unit of work prepared outside a write transaction wanted to write at once."""
+
+
 class _Cached:
     __slots__ = ("book", "checked_in", "token")
 
@@ -102,10 +109,14 @@ class BookCache:
         self.loads = 0
 
     def get(self, tx: Transaction, market_id: str) -> OrderBook:
+        return self.checked(tx, market_id)[0]
+
+    def checked(self, tx: Transaction, market_id: str) -> tuple[OrderBook, str | None]:
+        """The book and the writer token of its stream's head, as this transaction sees it."""
         with self._lock:
             cached = self._books.get(market_id)
         if cached is not None and cached.checked_in() is tx:
-            return cached.book
+            return cached.book, cached.token
         head = tx.conn.execute(_HEAD, {"stream_id": market_id}).first()
         version, token = (head[0], orjson.loads(head[1]).get("w")) if head else (0, None)
         if (
@@ -115,27 +126,36 @@ class BookCache:
             and not cached.book.pending_events
         ):
             cached.checked_in = weakref.ref(tx)
-            return cached.book
+            return cached.book, token
         book = self._repository.get(tx, market_id) or OrderBook(market_id)
         self.loads += 1
         self._keep(market_id, _Cached(book, token, tx))
-        return book
+        return book, token
 
-    def save(self, tx: Transaction, books: Collection[OrderBook]) -> None:
-        """Append the books' pending events, all in one statement. Each book's events carry a
-        new writer token, which ``get`` compares with the stream's head."""
+    def prepare(
+        self, books: Collection[OrderBook]
+    ) -> tuple[PreparedSave[OrderBook], dict[str, str]]:
+        """The books' pending events as rows, each book's with a new writer token, which
+        ``checked`` compares with the stream's head."""
         tokens = {book.market_id: uuid.uuid4().hex for book in books}
-        try:
-            self._repository.save_many(tx, list(books), lambda b: {"w": tokens[b.market_id]})
-        except ConcurrencyConflict:
-            for book in books:
-                self.forget(book.market_id)
-            raise
+        save = self._repository.prepare_save(list(books), lambda b: {"w": tokens[b.market_id]})
+        return save, tokens
+
+    def saved(self, tx: Transaction, books: Collection[OrderBook], tokens: dict[str, str]) -> None:
         for book in books:
             if book.status == CLOSED:
                 self.forget(book.market_id)
             else:
                 self._keep(book.market_id, _Cached(book, tokens[book.market_id], tx))
+
+    def still_current(self, tx: Transaction, heads: dict[str, tuple[int, str | None]]) -> bool:
+        """Whether each book's stream still ends at the version and writer token seen."""
+        for market_id, (version, token) in heads.items():
+            head = tx.conn.execute(_HEAD, {"stream_id": market_id}).first()
+            now = (head[0], orjson.loads(head[1]).get("w")) if head else (0, None)
+            if now != (version, token):
+                return False
+        return True
 
     def forget(self, market_id: str) -> None:
         with self._lock:
@@ -240,7 +260,7 @@ _TRADE_MUTABLE = (
 
 
 def order_record(row: Any) -> OrderRecord:
-    record = OrderRecord(**{name: getattr(row, name) for name in _ORDER_FIELDS})
+    record = OrderRecord(*_order_values(row))
     record.fee_charged = bool(record.fee_charged)
     record.created_at = as_utc(row.created_at)
     record.updated_at = as_utc(row.updated_at)
@@ -259,6 +279,10 @@ _ORDER_BY_CLIENT_ID = sa.select(orders).where(
     orders.c.client_order_id == sa.bindparam("c"),
 )
 _MARKET_BY_ID = sa.select(markets).where(markets.c.market_id == sa.bindparam("m"))
+_order_values = attrgetter(*_ORDER_FIELDS)
+_order_changes = attrgetter(*_ORDER_MUTABLE)
+_trade_values = attrgetter(*_TRADE_FIELDS)
+_trade_changes = attrgetter(*_TRADE_MUTABLE)
 _ORDER_ROW = (*_ORDER_FIELDS, "created_at", "updated_at")
 _INSERT_ORDER = BulkStatement.insert(orders, _ORDER_ROW)
 _UPDATE_ORDERS = BulkStatement.update(orders, ["order_id"], [*_ORDER_MUTABLE, "updated_at"])
@@ -335,10 +359,12 @@ class SqlOrderbookStore:
     at once as conditional ``UPDATE``s.
     """
 
-    def __init__(self, tx: Transaction, books: BookCache) -> None:
+    def __init__(self, tx: Transaction, books: BookCache, *, read_only: bool = False) -> None:
         self.tx = tx
         self._conn = tx.conn
         self._books = books
+        self._read_only = read_only
+        self._heads: dict[str, tuple[int, str | None]] = {}
         self._orders: dict[str, OrderRecord] = {}
         self._by_client_id: dict[tuple[str, str], OrderRecord] = {}
         self._new_orders: dict[str, OrderRecord] = {}
@@ -357,12 +383,17 @@ class SqlOrderbookStore:
         self._journal: list[NewEvent] = []
         self._outbox: list[Envelope] = []
 
+    def _writes_now(self) -> None:
+        if self._read_only:
+            raise NeedsWriteLock("this unit of work writes at once; run it in a write transaction")
+
     # -- markets ------------------------------------------------------------------------------
     def market(self, market_id: str) -> MarketRecord | None:
         row = self._conn.execute(_MARKET_BY_ID, {"m": market_id}).first()
         return _market(row) if row else None
 
     def add_market(self, market: MarketRecord) -> MarketRecord:
+        self._writes_now()
         _insert_ignoring_conflict(
             self._conn,
             markets,
@@ -385,6 +416,7 @@ class SqlOrderbookStore:
         return stored
 
     def schedule_market(self, market: MarketRecord) -> MarketRecord:
+        self._writes_now()
         if self.market(market.market_id) is None:
             return self.add_market(market)
         self._conn.execute(
@@ -400,6 +432,7 @@ class SqlOrderbookStore:
         return market
 
     def close_market(self, market_id: str, at: datetime) -> None:
+        self._writes_now()
         self._conn.execute(
             sa.update(markets)
             .where(markets.c.market_id == market_id)
@@ -429,6 +462,7 @@ class SqlOrderbookStore:
         return [row[0] for row in rows]
 
     def mark_close_requested(self, market_id: str, at: datetime) -> None:
+        self._writes_now()
         self._conn.execute(
             sa.update(markets).where(markets.c.market_id == market_id).values(close_requested_at=at)
         )
@@ -563,6 +597,7 @@ class SqlOrderbookStore:
         )
 
     def record_balance(self, participant_id: str, energy_wh: int, ecoin: int, block: int) -> bool:
+        self._writes_now()
         now = _now()
         updated = self._conn.execute(
             sa.update(accounts)
@@ -591,6 +626,7 @@ class SqlOrderbookStore:
         PostgreSQL: ``FOR UPDATE``, accounts before thresholds, each in key order, as
         ``_flush_counters`` locks them). ``reserve_for_order`` then decides their orders in
         memory and the changes are written with the other counters, a statement per table."""
+        self._writes_now()
         wanted = sorted({p for p, _ in participants} - self._cover.keys())
         thresholds = {t: p for p, t in participants if t not in self._use}
         if not wanted and not thresholds:
@@ -640,6 +676,7 @@ class SqlOrderbookStore:
             if threshold_id not in self._use:
                 self.hold_cover([(participant_id, threshold_id)])
             return self._reserve_held(participant_id, threshold_id, claim, energy_wh, ecoin)
+        self._writes_now()
         now = _now()
         reserve = {"p": participant_id, "e": energy_wh, "c": ecoin, "now": now}
         if not self._conn.execute(_TRY_RESERVE, reserve).rowcount:
@@ -704,49 +741,6 @@ class SqlOrderbookStore:
         self.adjust_threshold(participant_id, threshold_id, claim.open_wh, claim.open_value)
         return None
 
-    def _insert_new_use(self, now: datetime) -> None:
-        """A zero row for each threshold ``hold_cover`` found without one and an order then
-        used (the use itself is added by ``_flush_counters``). A plain insert: if a concurrent
-        unit of work added the row meanwhile (PostgreSQL), this one lost the race and is tried
-        again, now reading and locking that row."""
-        rows = [
-            {"threshold_id": t, "participant_id": p, "open_wh": 0, "open_value_ecoin": 0}
-            | {"updated_at": now}
-            for t, p in sorted(self._new_use.items())
-            if any(self._threshold_use.get((p, t), ()))
-        ]
-        self._new_use.clear()
-        if rows:
-            try:
-                self._conn.execute(_INSERT_USE, rows)
-            except IntegrityError as exc:
-                raise Contention(f"threshold use added concurrently: {exc.orig}") from None
-
-    def _flush_counters(self, now: datetime) -> None:
-        """Reservations and threshold use. Rows are locked in one order by every unit of work:
-        participant by participant, its account before its thresholds (as order entry takes
-        them), so that two transactions never wait for each other in a circle. SQLite locks the
-        whole database instead of rows, so there each table is written in one statement."""
-        reserved = {p: d for p, d in self._reserved.items() if d[0] or d[1]}
-        used = {k: d for k, d in self._threshold_use.items() if d[0] or d[1]}
-        self._reserved.clear()
-        self._threshold_use.clear()
-        account_rows = {p: {"p": p, "e": e, "c": c, "now": now} for p, (e, c) in reserved.items()}
-        threshold_rows = {
-            key: {"t": key[1], "wh": wh, "v": v, "now": now} for key, (wh, v) in used.items()
-        }
-        if self._conn.dialect.name != "postgresql":
-            if account_rows:
-                self._conn.execute(_ADJUST_RESERVED, list(account_rows.values()))
-            if threshold_rows:
-                self._conn.execute(_ADJUST_THRESHOLD, list(threshold_rows.values()))
-            return
-        for participant in sorted({*reserved, *(p for p, _ in used)}):
-            if participant in account_rows:
-                self._conn.execute(_ADJUST_RESERVED, account_rows[participant])
-            for key in sorted(k for k in threshold_rows if k[0] == participant):
-                self._conn.execute(_ADJUST_THRESHOLD, threshold_rows[key])
-
     def adjust_reserved(self, participant_id: str, energy_wh: int, ecoin: int) -> None:
         pending = self._reserved.setdefault(participant_id, [0, 0])
         pending[0] += energy_wh
@@ -761,7 +755,9 @@ class SqlOrderbookStore:
 
     # -- books --------------------------------------------------------------------------------
     def book(self, market_id: str) -> OrderBook:
-        return self._books.get(self.tx, market_id)
+        book, token = self._books.checked(self.tx, market_id)
+        self._heads.setdefault(market_id, (book.version, token))
+        return book
 
     def save_book(self, book: OrderBook) -> None:
         self._books_to_save[book.market_id] = book
@@ -785,63 +781,173 @@ class SqlOrderbookStore:
     def flush(self) -> None:
         """Write what was held back. Books first: a concurrent writer of a book fails the unit
         before anything else is written."""
-        if self._books_to_save:
-            self._books.save(self.tx, self._books_to_save.values())
-            self._books_to_save.clear()
-        if self._journal:
-            self.tx.append(f"entry:{uuid.uuid4().hex}", 0, self._journal)
-            self._journal = []
+        self.prepare().write(self.tx)
+
+    def abandon(self) -> None:
+        """The unit is given up: forget the books it used (they may hold unstored events)."""
+        for market_id in self._heads:
+            self._books.forget(market_id)
+
+    def prepare(self) -> PreparedUnit:
+        """What was held back, as rows ready to write (encoded, validated, serialized); the
+        unit starts afresh. On a read-only unit this is the work done before the write lock,
+        and ``PreparedUnit.write`` happens in a write transaction after."""
         now = _now()
+        books = list(self._books_to_save.values())
+        self._books_to_save.clear()
+        save, tokens = self._books.prepare(books)
+        journal = (
+            event_rows([(f"entry:{uuid.uuid4().hex}", 0, self._journal)]) if self._journal else []
+        )
+        self._journal = []
+        unit = PreparedUnit(
+            self._books,
+            {m: self._heads[m] for m in tokens if m in self._heads},
+            books,
+            save,
+            tokens,
+            journal,
+            new_orders=[
+                (*_order_values(o), o.created_at, o.updated_at) for o in self._new_orders.values()
+            ],
+            changed_orders=[
+                (*_order_changes(o), now, o.order_id) for o in self._changed_orders.values()
+            ],
+            new_trades=[(*_trade_values(t), now) for t in self._new_trades],
+            changed_trades=[
+                (*_trade_changes(t), now, t.trade_id) for t in self._changed_trades.values()
+            ],
+            new_use=[
+                {"threshold_id": t, "participant_id": p, "open_wh": 0, "open_value_ecoin": 0}
+                | {"updated_at": now}
+                for t, p in sorted(self._new_use.items())
+                if any(self._threshold_use.get((p, t), ()))
+            ],
+            reserved={p: (d[0], d[1]) for p, d in self._reserved.items() if d[0] or d[1]},
+            used={k: (d[0], d[1]) for k, d in self._threshold_use.items() if d[0] or d[1]},
+            market_trades=[
+                {"m": m, "n": n, "q": q, "price": price}
+                for m, (n, q, price) in sorted(self._market_trades.items())
+            ],
+            outbox=self.tx.outbox_rows(self._outbox),
+            now=now,
+        )
+        self._new_orders.clear()
+        self._changed_orders.clear()
+        self._new_trades.clear()
+        self._changed_trades.clear()
+        self._new_use.clear()
+        self._reserved.clear()
+        self._threshold_use.clear()
+        self._market_trades.clear()
+        self._outbox = []
+        return unit
+
+
+class PreparedUnit:
+    """A unit of work's writes, made ready before they are written (``SqlOrderbookStore
+    .prepare``). ``write`` runs them in a write transaction; for a unit prepared outside one,
+    ``current`` first tells whether the books it worked on are still as it read them."""
+
+    def __init__(
+        self,
+        books: BookCache,
+        heads: dict[str, tuple[int, str | None]],
+        saved_books: list[OrderBook],
+        save: PreparedSave[OrderBook],
+        tokens: dict[str, str],
+        journal: list[tuple[Any, ...]],
+        *,
+        new_orders: list[tuple[Any, ...]],
+        changed_orders: list[tuple[Any, ...]],
+        new_trades: list[tuple[Any, ...]],
+        changed_trades: list[tuple[Any, ...]],
+        new_use: list[dict[str, Any]],
+        reserved: dict[str, tuple[int, int]],
+        used: dict[tuple[str, str], tuple[int, int]],
+        market_trades: list[dict[str, Any]],
+        outbox: list[tuple[Any, ...]],
+        now: datetime,
+    ) -> None:
+        self._books = books
+        self._heads = heads
+        self._saved_books = saved_books
+        self._save = save
+        self._tokens = tokens
+        self._journal = journal
+        self._new_orders = new_orders
+        self._changed_orders = changed_orders
+        self._new_trades = new_trades
+        self._changed_trades = changed_trades
+        self._new_use = new_use
+        self._reserved = reserved
+        self._used = used
+        self._market_trades = market_trades
+        self._outbox = outbox
+        self._now = now
+
+    def current(self, tx: Transaction) -> bool:
+        return self._books.still_current(tx, self._heads)
+
+    def discard(self) -> None:
+        """Not written: the books it worked on hold events that were not stored."""
+        for book in self._saved_books:
+            self._books.forget(book.market_id)
+
+    def write(self, tx: Transaction) -> None:
+        conn = tx.conn
+        if self._saved_books:
+            try:
+                self._save.write(tx)
+            except ConcurrencyConflict:
+                self.discard()
+                raise
+            self._books.saved(tx, self._saved_books, self._tokens)
+        tx.insert_event_rows(self._journal)
         if self._new_orders:
             try:
-                _INSERT_ORDER.execute(
-                    self._conn,
-                    [
-                        (*[getattr(o, name) for name in _ORDER_FIELDS], o.created_at, o.updated_at)
-                        for o in self._new_orders.values()
-                    ],
-                )
+                _INSERT_ORDER.execute(conn, self._new_orders)
             except IntegrityError as exc:
                 raise DuplicateClientOrderId(str(exc.orig)) from None
-            self._new_orders.clear()
-        if self._changed_orders:
-            _UPDATE_ORDERS.execute(
-                self._conn,
-                [
-                    (*[getattr(o, name) for name in _ORDER_MUTABLE], now, o.order_id)
-                    for o in self._changed_orders.values()
-                ],
-            )
-            self._changed_orders.clear()
-        if self._new_trades:
-            _INSERT_TRADE.execute(
-                self._conn,
-                [(*[getattr(t, name) for name in _TRADE_FIELDS], now) for t in self._new_trades],
-            )
-            self._new_trades.clear()
-        if self._changed_trades:
-            _UPDATE_TRADES.execute(
-                self._conn,
-                [
-                    (*[getattr(t, name) for name in _TRADE_MUTABLE], now, t.trade_id)
-                    for t in self._changed_trades.values()
-                ],
-            )
-            self._changed_trades.clear()
-        self._insert_new_use(now)
-        self._flush_counters(now)
+        _UPDATE_ORDERS.execute(conn, self._changed_orders)
+        _INSERT_TRADE.execute(conn, self._new_trades)
+        _UPDATE_TRADES.execute(conn, self._changed_trades)
+        if self._new_use:
+            try:
+                conn.execute(_INSERT_USE, self._new_use)
+            except IntegrityError as exc:
+                raise Contention(f"threshold use added concurrently: {exc.orig}") from None
+        _write_counters(conn, self._reserved, self._used, self._now)
         if self._market_trades:
-            self._conn.execute(
-                _MARKET_TRADE,
-                [
-                    {"m": m, "n": n, "q": q, "price": price}
-                    for m, (n, q, price) in sorted(self._market_trades.items())
-                ],
-            )
-            self._market_trades.clear()
-        if self._outbox:
-            self.tx.enqueue_many(self._outbox)
-            self._outbox = []
+            conn.execute(_MARKET_TRADE, self._market_trades)
+        tx.insert_outbox_rows(self._outbox)
+
+
+def _write_counters(
+    conn: sa.Connection,
+    reserved: dict[str, tuple[int, int]],
+    used: dict[tuple[str, str], tuple[int, int]],
+    now: datetime,
+) -> None:
+    """Reservations and threshold use. Rows are locked in one order by every unit of work:
+    participant by participant, its account before its thresholds (as order entry takes
+    them), so that two transactions never wait for each other in a circle. SQLite locks the
+    whole database instead of rows, so there each table is written in one statement."""
+    account_rows = {p: {"p": p, "e": e, "c": c, "now": now} for p, (e, c) in reserved.items()}
+    threshold_rows = {
+        key: {"t": key[1], "wh": wh, "v": v, "now": now} for key, (wh, v) in used.items()
+    }
+    if conn.dialect.name != "postgresql":
+        if account_rows:
+            conn.execute(_ADJUST_RESERVED, list(account_rows.values()))
+        if threshold_rows:
+            conn.execute(_ADJUST_THRESHOLD, list(threshold_rows.values()))
+        return
+    for participant in sorted({*reserved, *(p for p, _ in used)}):
+        if participant in account_rows:
+            conn.execute(_ADJUST_RESERVED, account_rows[participant])
+        for key in sorted(k for k in threshold_rows if k[0] == participant):
+            conn.execute(_ADJUST_THRESHOLD, threshold_rows[key])
 
 
 # PostgreSQL: deadlock detected, serialization failure, lock timeout; SQLite: busy/locked.
