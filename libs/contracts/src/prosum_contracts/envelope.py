@@ -22,7 +22,10 @@ def utc_now() -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    if moment.tzinfo is None:
+    zone = moment.tzinfo
+    if zone is UTC:  # most timestamps: no conversion to make
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    if zone is None:
         raise ValueError("timestamps in events must be timezone-aware")
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

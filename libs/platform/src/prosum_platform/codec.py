@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from prosum_platform.domain import DomainEvent
@@ -20,7 +21,14 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# Per dataclass: its field names, and a getter of their values in that order.
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) > 1:
+        return attrgetter(*names)
+    return lambda value: tuple(getattr(value, name) for name in names)
 
 
 def _encode(value: Any) -> Any:
@@ -39,12 +47,17 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
+    fields = _FIELDS.get(kind)
+    if fields is None:
         if not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
             return value
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
-    return {name: _encode(getattr(value, name)) for name in names}
+        names = tuple(f.name for f in dataclasses.fields(value))
+        fields = _FIELDS[kind] = (names, _getter(names))
+    names, values = fields
+    return {
+        name: item if type(item) in _PLAIN else _encode(item)
+        for name, item in zip(names, values(value), strict=True)
+    }
 
 
 def _decoder_for(annotation: Any) -> Callable[[Any], Any] | None:

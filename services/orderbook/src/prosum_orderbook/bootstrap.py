@@ -56,6 +56,7 @@ from prosum_orderbook.application.messages import (
     TRADE_SETTLED,
 )
 from prosum_orderbook.application.scheduler import MarketScheduler
+from prosum_orderbook.domain.markets import partition_of
 from prosum_platform.eventstore import Transaction
 from prosum_platform.messaging import EventHandler, Subscription, ensure_topics
 from prosum_platform.service import ConsumerSpec, Platform, ServiceDefinition, ServiceParts
@@ -209,6 +210,8 @@ def build(platform: Platform) -> ServiceParts:
         ],
         readiness={"books": books_status},
         background=[run_books, run_calendar],
+        # Markets spread over the command partitions by delivery interval, not by hash.
+        partitioners={COMMANDS_TOPIC: partition_of},
         on_stop=[books_consumer.stop, group.stop],
         info={
             "markets": {

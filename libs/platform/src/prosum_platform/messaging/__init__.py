@@ -7,7 +7,7 @@ from prosum_platform.messaging.consumer import (
     Subscription,
 )
 from prosum_platform.messaging.kafka import KafkaConfig, ensure_topics, kafka_reachable
-from prosum_platform.messaging.relay import OutboxRelay
+from prosum_platform.messaging.relay import OutboxRelay, Partitioner
 
 __all__ = [
     "EventConsumer",
@@ -15,6 +15,7 @@ __all__ = [
     "HandlerOutcome",
     "KafkaConfig",
     "OutboxRelay",
+    "Partitioner",
     "Subscription",
     "ensure_topics",
     "kafka_reachable",

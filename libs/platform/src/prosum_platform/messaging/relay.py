@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "outbox-relay"
 
+Partitioner = Callable[[str, int], int]
+"""(key, number of partitions) -> partition. Must depend on nothing else, so that a key's
+events share a partition whoever publishes them."""
+
 
 class OutboxRelay:
     def __init__(
@@ -44,8 +49,10 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_poll: float = 0.25,
         lease_ttl: timedelta = timedelta(seconds=10),
+        partitioners: Mapping[str, Partitioner] | None = None,
     ) -> None:
         self._store = store
+        self._partitioners = dict(partitioners or {})
         self._kafka = kafka
         self._batch_size = batch_size
         self._idle_poll = idle_poll
@@ -160,8 +167,9 @@ class OutboxRelay:
         self, producer: AIOKafkaProducer, rows: list[OutboxRow]
     ) -> list[asyncio.Future[Any]]:
         """Hand ``rows`` to the producer as record batches, one run per partition (the
-        partition the producer's own partitioner picks for the key, so a key's events share a
-        partition whoever publishes them); the future of each row is its batch's."""
+        partition the producer's own partitioner picks for the key, or the topic's own rule
+        from ``partitioners``, so a key's events share a partition whoever publishes them);
+        the future of each row is its batch's."""
         partitions: dict[str, list[int]] = {}
         runs: dict[tuple[str, int], list[int]] = {}
         chosen = self._partition_of
@@ -175,7 +183,11 @@ class OutboxRelay:
             memo = (row.topic, len(known), row.key)
             partition = chosen.get(memo)
             if partition is None:
-                partition = chosen[memo] = self._partitioner(row.key.encode(), known, known)
+                rule = self._partitioners.get(row.topic)
+                if rule is not None:
+                    partition = chosen[memo] = known[rule(row.key, len(known)) % len(known)]
+                else:
+                    partition = chosen[memo] = self._partitioner(row.key.encode(), known, known)
             runs.setdefault((row.topic, partition), []).append(index)
         futures: list[asyncio.Future[Any] | None] = [None] * len(rows)
         for (topic, partition), indexes in runs.items():

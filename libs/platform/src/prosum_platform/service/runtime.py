@@ -26,7 +26,7 @@ from prosum_platform.eventstore.engine import create_store_engine
 from prosum_platform.eventstore.store import EventStore
 from prosum_platform.messaging.consumer import EventConsumer, Subscription
 from prosum_platform.messaging.kafka import KafkaConfig, ensure_topics, kafka_reachable
-from prosum_platform.messaging.relay import OutboxRelay
+from prosum_platform.messaging.relay import OutboxRelay, Partitioner
 from prosum_platform.settings import ServiceSettings
 from prosum_platform.telemetry import Telemetry, current_trace_context, setup_telemetry
 
@@ -51,6 +51,9 @@ class ServiceParts:
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # Topics whose keys the relay spreads over partitions by a rule of the service's own
+    # instead of by hash (see ``OutboxRelay``).
+    partitioners: dict[str, Partitioner] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +118,9 @@ class ServiceRuntime:
         self.definition = definition
         self.platform = platform
         self.parts = parts
-        self.relay = OutboxRelay(platform.store, platform.kafka, platform.telemetry)
+        self.relay = OutboxRelay(
+            platform.store, platform.kafka, platform.telemetry, partitioners=parts.partitioners
+        )
         self.run_relay = run_relay
         self.consumers = (
             [
