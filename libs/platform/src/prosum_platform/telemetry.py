@@ -110,6 +110,27 @@ def setup_telemetry(
     )
 
 
+MAX_LINKS = 128
+
+
+def batch_span(
+    tracer: Tracer, name: str, trace_contexts: Iterable[TraceContext], attributes: dict[str, Any]
+) -> Any:
+    """Start a consumer span for a batch of events, linked to the spans that produced them
+    (at most ``MAX_LINKS``), as OpenTelemetry's messaging conventions have batch receivers do."""
+    links: list[trace.Link] = []
+    for trace_context in trace_contexts:
+        if len(links) == MAX_LINKS:
+            break
+        if trace_context.traceparent:
+            parent = trace.get_current_span(context_from(trace_context)).get_span_context()
+            if parent.is_valid:
+                links.append(trace.Link(parent))
+    return tracer.start_as_current_span(
+        name, kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
+    )
+
+
 def span_in_event_context(
     tracer: Tracer, name: str, trace_context: TraceContext, attributes: dict[str, Any]
 ) -> Any:

@@ -108,13 +108,20 @@ def build(platform: Platform) -> ServiceParts:
     handlers[TRADE_SETTLED] = applying(lambda u, e: outcomes.trade_settled(u, e.data))
     handlers[TRADE_FAILED] = applying(lambda u, e: outcomes.trade_failed(u, e.data))
 
+    def apply_commands(unit: SqlOrderbookStore, envelopes: Sequence[Envelope]) -> None:
+        """The batch's commands on their books; the events each causes carry the trace of the
+        request that sent it."""
+        unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
+        with books_consumer.traced(envelopes):
+            for envelope in envelopes:
+                if envelope.type in BOOK_COMMANDS:
+                    unit.trace = envelope.trace if envelope.trace.traceparent else None
+                    matcher.handle(unit, envelope.type, envelope.data)
+            unit.trace = None
+
     def book_commands(tx: Transaction, envelopes: Sequence[Envelope]) -> None:
         unit = SqlOrderbookStore(tx, books)
-        unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
-        for envelope in envelopes:
-            if envelope.type in BOOK_COMMANDS:
-                with books_consumer.traced(envelope):
-                    matcher.handle(unit, envelope.type, envelope.data)
+        apply_commands(unit, envelopes)
         unit.flush()
 
     def prepare_book_commands(envelopes: Sequence[Envelope]) -> PreparedUnit | None:
@@ -126,10 +133,7 @@ def build(platform: Platform) -> ServiceParts:
         with platform.store.read_transaction() as rtx:
             unit = SqlOrderbookStore(rtx, books, read_only=True)
             try:
-                unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
-                for envelope in envelopes:
-                    with books_consumer.traced(envelope):
-                        matcher.handle(unit, envelope.type, envelope.data)
+                apply_commands(unit, envelopes)
                 return unit.prepare()
             except Exception as exc:
                 unit.abandon()

@@ -33,7 +33,7 @@ from prosum_platform.domain import ConcurrencyConflict
 from prosum_platform.eventstore import EventStore, Transaction
 from prosum_platform.eventstore.schema import processed_messages
 from prosum_platform.messaging import KafkaConfig
-from prosum_platform.telemetry import Telemetry, span_in_event_context
+from prosum_platform.telemetry import Telemetry, batch_span
 
 log = logging.getLogger(__name__)
 
@@ -307,20 +307,21 @@ class BatchConsumer:
         )
         self.state.dead_lettered += 1
 
-    def traced(self, envelope: Envelope) -> Any:
-        """A span for one command, continuing the trace of the request that sent it."""
+    def traced(self, envelopes: Sequence[Envelope]) -> Any:
+        """One span for a batch of commands, linked to the requests that sent them. A span per
+        command cost about 80 µs (a third of a command's work); the events a command causes
+        still carry the trace of the request that sent it (``SqlOrderbookStore.trace``)."""
         if self._telemetry is None:
             return _NoSpan()
-        return span_in_event_context(
+        return batch_span(
             self._telemetry.tracer,
-            f"process {envelope.type}",
-            envelope.trace,
+            f"process {self.topic}",
+            (envelope.trace for envelope in envelopes),
             {
                 "messaging.system": "kafka",
                 "messaging.destination.name": self.topic,
                 "messaging.consumer.group.name": self.name,
-                "messaging.message.id": envelope.event_id,
-                "prosum.event.type": envelope.type,
+                "messaging.batch.message_count": len(envelopes),
             },
         )
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from prosum_contracts import Envelope
+from prosum_contracts import Envelope, TraceContext
 from prosum_orderbook.adapters.credentials import credential_refusal, credential_refusals
 from prosum_orderbook.adapters.tables import accounts, markets, orders, threshold_usage, trades
 from prosum_orderbook.application.messages import SOURCE
@@ -365,6 +365,8 @@ class SqlOrderbookStore:
         self._books = books
         self._read_only = read_only
         self._heads: dict[str, tuple[int, str | None]] = {}
+        self.trace: TraceContext | None = None
+        """The trace the events published now belong to; None: the current span's."""
         self._orders: dict[str, OrderRecord] = {}
         self._by_client_id: dict[tuple[str, str], OrderRecord] = {}
         self._new_orders: dict[str, OrderRecord] = {}
@@ -773,7 +775,7 @@ class SqlOrderbookStore:
                 source=SOURCE,
                 subject=subject,
                 data=data,
-                trace=current_trace_context(),
+                trace=self.trace if self.trace is not None else current_trace_context(),
             )
         )
 
