@@ -471,6 +471,50 @@ async def test_relay_batches_keep_each_keys_partition_order_and_headers_on_many_
     assert len({r.partition for r in records}) > 1
 
 
+async def test_a_topic_with_a_partitioner_of_its_own_is_spread_by_that_rule(
+    kafka: KafkaConfig, sqlite_url: str, registry: SchemaRegistry
+) -> None:
+    """A service may give the relay its own rule for a topic's keys (the order book spreads
+    markets by delivery interval): each key lands on the partition the rule picks, in order."""
+    topic = f"ruled-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, [topic], partitions=3)
+    engine = create_store_engine(sqlite_url)
+    metadata.create_all(engine)
+    store = EventStore(engine, registry)
+    with store.transaction() as tx:
+        for n in range(60):
+            tx.enqueue(_widget(f"w-{n % 7}", n), topic)
+    relay = OutboxRelay(
+        store, kafka, partitioners={topic: lambda key, count: int(key.split("-")[1]) % count}
+    )
+    await relay.start()
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay.stop()
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        for _ in range(80):
+            batch = await reader.getmany(timeout_ms=250)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= 60:
+                break
+    finally:
+        await reader.stop()
+    assert len(records) == 60
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in records:
+        assert record.key is not None and record.value is not None
+        assert record.partition == int(record.key.decode().split("-")[1]) % 3
+        by_key[record.key].append(json.loads(record.value)["data"]["sequence"])
+    assert all(sequences == sorted(sequences) for sequences in by_key.values())
+
+
 async def test_events_a_consumer_does_not_apply_do_not_break_its_batches(
     kafka: KafkaConfig, tmp_path: Path, registry: SchemaRegistry
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from prosum_orderbook.domain.markets import (
     Schedule,
     delivery_start,
     market_id_for,
+    partition_of,
 )
 from prosum_orderbook.domain.units import (
     PriceError,
@@ -120,3 +122,14 @@ def test_settings_have_their_own_prefix_and_refuse_a_window_that_closes_before_i
     monkeypatch.setenv("PROSUM_ORDERBOOK_GRID_FEE_PER_KWH", "0.0001")
     with pytest.raises(ValueError, match="grid fee"):
         OrderbookSettings()
+
+
+def test_consecutive_markets_go_to_consecutive_command_partitions() -> None:
+    start = datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+    ids = [market_id_for(start + timedelta(minutes=15 * n)) for n in range(12)]
+    chosen = [partition_of(m, 6) for m in ids]
+    assert sorted(chosen) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], "evenly spread"
+    assert all((b - a) % 6 == 1 for a, b in itertools.pairwise(chosen))
+    assert partition_of(ids[0], 6) == partition_of(ids[0], 6)
+    # any key gets a partition, always the same one
+    assert partition_of("not-a-market", 6) == partition_of("not-a-market", 6) in range(6)

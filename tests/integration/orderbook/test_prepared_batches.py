@@ -1,0 +1,362 @@
+"""The books' batches worked out before the write transaction, and order entry's group decisions.
+
+A batch of commands is prepared on a read connection (matching, read models, event and outbox
+rows) and only written in the transaction, after checking that every book's stream still ends
+where the batch read it. These tests hold the prepared path to the same results as the path in
+the transaction, and show what happens when the check fails or the unit tries to write at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from prosum_contracts import Envelope
+from prosum_orderbook.adapters.books_consumer import BatchConsumer
+from prosum_orderbook.adapters.store import NeedsWriteLock, PreparedUnit, SqlOrderbookStore
+from prosum_orderbook.adapters.tables import accounts, orders, threshold_usage, trades
+from prosum_orderbook.application.entry import NewOrder, OrderRefused
+from prosum_orderbook.application.messages import COMMANDS_TOPIC
+from prosum_orderbook.domain.units import parse_price
+from prosum_platform.eventstore.schema import events, outbox
+from prosum_platform.messaging import KafkaConfig
+from tests.integration.orderbook.app import MARKET, App
+
+
+@pytest.fixture
+def app(store_url: str) -> Iterator[App]:
+    application = App(store_url)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def other_url(store_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A second database of the same kind as ``store_url``."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    with request.getfixturevalue("pg_server").database() as url:
+        yield url
+
+
+def commands(app: App) -> list[Envelope]:
+    """The commands entry sent that the books have not applied yet, in outbox order."""
+    with app.store.reading() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.id, outbox.c.payload)
+            .where(outbox.c.topic == COMMANDS_TOPIC, outbox.c.id > app._commands_after)
+            .order_by(outbox.c.id)
+        ).all()
+    if rows:
+        app._commands_after = rows[-1][0]
+    return [app.registry.decode(payload) for _, payload in rows]
+
+
+def prepare(app: App, envelopes: Sequence[Envelope]) -> PreparedUnit:
+    with app.store.read_transaction() as rtx:
+        unit = SqlOrderbookStore(rtx, app.books, read_only=True)
+        unit.preload_orders(e.data["order_id"] for e in envelopes if "order_id" in e.data)
+        for envelope in envelopes:
+            app.matcher.handle(unit, envelope.type, envelope.data)
+        return unit.prepare()
+
+
+def trade_flow(app: App) -> None:
+    app.fund("seller", energy_wh=10_000)
+    app.fund("buyer-a", ecoin=1_000_000)
+    app.fund("buyer-b", ecoin=1_000_000)
+    app.place("seller", "sell", 5_000, "240")
+    app.place("buyer-a", "buy", 2_000, "250")
+    app.place("buyer-b", "buy", 3_000, "240")
+    app.place("buyer-b", "buy", 1_000, "200")
+
+
+def state(app: App) -> dict[str, Any]:
+    """The read models and the books' outbox, without ids and times that differ by nature."""
+    with app.store.reading() as conn:
+        return {
+            "orders": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    sa.select(
+                        orders.c.participant_id,
+                        orders.c.side,
+                        orders.c.status,
+                        orders.c.remaining_wh,
+                        orders.c.filled_wh,
+                        orders.c.reserved_wh,
+                        orders.c.reserved_ecoin,
+                    )
+                )
+            ),
+            "trades": sorted(
+                (r.seller, r.buyer, r.quantity_wh, r.price, r.value_ecoin, r.fee_ecoin)
+                for r in conn.execute(sa.select(trades))
+            ),
+            "accounts": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    sa.select(
+                        accounts.c.participant_id, accounts.c.reserved_wh, accounts.c.reserved_ecoin
+                    )
+                )
+            ),
+            "usage": sorted(
+                tuple(r)
+                for r in conn.execute(
+                    sa.select(
+                        threshold_usage.c.threshold_id,
+                        threshold_usage.c.open_wh,
+                        threshold_usage.c.open_value_ecoin,
+                    )
+                )
+            ),
+            "book_events": [
+                r.event_type
+                for r in conn.execute(
+                    sa.select(events.c.event_type)
+                    .where(events.c.stream_id == MARKET)
+                    .order_by(events.c.version)
+                )
+            ],
+            "published": [
+                r.message_key + " " + r.topic
+                for r in conn.execute(
+                    sa.select(outbox.c.message_key, outbox.c.topic)
+                    .where(outbox.c.topic != COMMANDS_TOPIC)
+                    .order_by(outbox.c.id)
+                )
+            ],
+        }
+
+
+def test_a_prepared_batch_leaves_what_the_transaction_would(store_url: str, other_url: str) -> None:
+    in_tx, ahead = App(store_url), App(other_url)
+    try:
+        trade_flow(in_tx)
+        in_tx.run_books()
+        trade_flow(ahead)
+        batch = commands(ahead)
+        prepared = prepare(ahead, batch)
+        with ahead.store.transaction() as tx:
+            assert prepared.current(tx)
+            prepared.write(tx)
+        assert state(ahead) == state(in_tx)
+        assert len(state(ahead)["trades"]) == 2
+        # the cached books are the stored ones: a later command needs no reload
+        loads = ahead.books.loads
+        ahead.place("seller", "sell", 1_000, "200")
+        prepared = prepare(ahead, commands(ahead))
+        with ahead.store.transaction() as tx:
+            assert prepared.current(tx)
+            prepared.write(tx)
+        assert ahead.books.loads == loads
+        ahead.check_books_balance()
+    finally:
+        in_tx.close()
+        ahead.close()
+
+
+def test_a_batch_prepared_against_a_book_that_moved_on_is_not_written(app: App) -> None:
+    trade_flow(app)
+    batch = commands(app)
+    prepared = prepare(app, batch[:3])
+    # Meanwhile another writer (an instance the partition moved to) applies the same commands.
+    app.books.forget(MARKET)
+    with app.uow() as unit:
+        for envelope in batch:
+            app.matcher.handle(unit, envelope.type, envelope.data)
+    with app.store.transaction() as tx:
+        assert not prepared.current(tx), "the book's head moved on"
+    prepared.discard()
+    after = state(app)
+    assert len(after["trades"]) == 2, "nothing of the stale batch was written"
+    # the discarded book is rebuilt from its stream, not taken from memory
+    with app.uow() as unit:
+        book = unit.book(MARKET)
+    assert book.version == len(after["book_events"])
+    app.check_books_balance()
+
+
+def test_a_unit_prepared_outside_a_transaction_may_not_write_at_once(app: App) -> None:
+    with app.store.read_transaction() as rtx:
+        unit = SqlOrderbookStore(rtx, app.books, read_only=True)
+        with pytest.raises(NeedsWriteLock):
+            unit.close_market(MARKET, app.clock())
+        with pytest.raises(NeedsWriteLock):
+            unit.record_balance("someone", 1, 1, 5)
+
+
+class _Prepared:
+    def __init__(self, current: bool) -> None:
+        self._current = current
+        self.written = 0
+        self.discarded = 0
+
+    def current(self, _tx: Any) -> bool:
+        return self._current
+
+    def write(self, _tx: Any) -> None:
+        self.written += 1
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+
+def _envelopes(n: int) -> list[Envelope]:
+    return [Envelope("orderbook.cancel_order", 1, "orderbook", MARKET, {"n": i}) for i in range(n)]
+
+
+def _consumer(app: App, prepared: _Prepared, handled: list[int]) -> BatchConsumer:
+    def handle(_tx: Any, fresh: Sequence[Envelope]) -> None:
+        handled.append(len(fresh))
+
+    return BatchConsumer(
+        f"test-{uuid.uuid4().hex[:6]}",
+        COMMANDS_TOPIC,
+        app.store,
+        app.registry,
+        KafkaConfig("127.0.0.1:1"),
+        handle,
+        prepare=lambda _envelopes: prepared,
+    )
+
+
+def test_the_consumer_writes_a_current_prepared_batch_without_the_handler(app: App) -> None:
+    prepared, handled = _Prepared(current=True), []
+    consumer = _consumer(app, prepared, handled)
+    consumer._apply(_envelopes(3))
+    assert (prepared.written, prepared.discarded, handled) == (1, 0, [])
+    assert consumer.prepared == 1 and consumer.state.applied == 3
+
+
+def test_the_consumer_falls_back_to_the_handler_when_the_batch_is_stale(app: App) -> None:
+    prepared, handled = _Prepared(current=False), []
+    consumer = _consumer(app, prepared, handled)
+    consumer._apply(_envelopes(3))
+    assert (prepared.written, prepared.discarded, handled) == (0, 1, [3])
+
+
+def test_the_consumer_falls_back_when_part_of_the_batch_was_applied_already(app: App) -> None:
+    envelopes = _envelopes(3)
+    prepared, handled = _Prepared(current=True), []
+    consumer = _consumer(app, prepared, handled)
+    consumer._apply(envelopes[:1])  # redelivered below with two new ones
+    prepared.written = 0
+    consumer._apply(envelopes)
+    assert (prepared.written, prepared.discarded, handled) == (0, 1, [2])
+    assert consumer.state.duplicates == 1
+
+
+def test_a_prepared_batch_that_fails_to_commit_is_discarded(app: App) -> None:
+    prepared, handled = _Prepared(current=True), []
+
+    def broken_write(_tx: Any) -> None:
+        raise RuntimeError("disk full")
+
+    prepared.write = broken_write  # type: ignore[method-assign]
+    consumer = _consumer(app, prepared, handled)
+    with pytest.raises(RuntimeError):
+        consumer._apply(_envelopes(2))
+    assert prepared.discarded == 1 and consumer.state.applied == 0
+
+
+# -- order entry: a group's cover and threshold use decided in memory --------------------------
+def test_a_group_reserves_in_turn_and_refuses_the_orders_cover_no_longer_reaches(app: App) -> None:
+    app.fund("seller", energy_wh=3_000)
+    app.fund("buyer", ecoin=1_000)
+    seller, buyer = app.authority("seller"), app.authority("buyer", max_open_wh=2_500)
+    price = parse_price("100")
+    outcomes = app.entry.place_many(
+        [
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc")),
+            (buyer, NewOrder(MARKET, "buy", price, 2_000, "gtc")),  # 200 + 20 + 2
+            (seller, NewOrder(MARKET, "sell", price, 1_500, "gtc")),
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc")),  # 500 Wh left: refused
+            (buyer, NewOrder(MARKET, "buy", price, 1_000, "gtc")),  # over 2,500 Wh open
+            (seller, NewOrder(MARKET, "sell", price, 500, "gtc")),  # fits exactly
+        ]
+    )
+    reasons = [o.reason if isinstance(o, OrderRefused) else "placed" for o in outcomes]
+    assert reasons == [
+        "placed",
+        "placed",
+        "placed",
+        "insufficient_energy",
+        "threshold_exhausted",
+        "placed",
+    ]
+    assert app.account("seller").reserved_wh == 3_000
+    assert app.account("buyer").reserved_ecoin == 222
+    usage = {r.threshold_id: (r.open_wh, r.open_value_ecoin) for r in app.rows(threshold_usage)}
+    assert usage == {"th-seller": (3_000, 0), "th-buyer": (2_000, 200)}
+    # the refusals' messages are built from the group's own view of the account
+    refusal = outcomes[3]
+    assert isinstance(refusal, OrderRefused)
+    assert "500 Wh are free" in refusal.message
+    app.run_books()
+    app.check_books_balance()
+
+
+def test_a_group_whose_orders_are_all_refused_leaves_no_threshold_row(app: App) -> None:
+    app.fund("buyer", ecoin=10)
+    buyer = app.authority("buyer")
+    [refused] = app.entry.place_many([(buyer, NewOrder(MARKET, "buy", 100_000, 1_000, "gtc"))])
+    assert isinstance(refused, OrderRefused) and refused.reason == "insufficient_ecoin"
+    assert app.rows(threshold_usage) == []
+    assert app.account("buyer").reserved_ecoin == 0
+
+
+# -- traces: one span per batch, each command's events in its request's trace -----------------
+def test_a_batch_has_one_span_linked_to_its_commands_and_their_events_keep_their_trace(
+    app: App,
+) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from prosum_contracts import TraceContext
+    from prosum_platform.telemetry import setup_telemetry
+
+    spans = InMemorySpanExporter()
+    telemetry = setup_telemetry("orderbook", span_processors=[SimpleSpanProcessor(spans)])
+    consumer = BatchConsumer(
+        "books",
+        COMMANDS_TOPIC,
+        app.store,
+        app.registry,
+        KafkaConfig("127.0.0.1:1"),
+        lambda _tx, _envelopes: None,
+        telemetry,
+    )
+    parents = [f"00-{n:032x}-{n:016x}-01" for n in range(1, 4)]
+    trade_flow(app)
+    batch = [
+        Envelope(e.type, 1, "orderbook", e.subject, e.data, trace=TraceContext(parent))
+        for e, parent in zip(commands(app)[:3], parents, strict=True)
+    ]
+    with app.uow() as unit:
+        assert isinstance(unit, SqlOrderbookStore)
+        with consumer.traced(batch):
+            for envelope in batch:
+                unit.trace = envelope.trace
+                app.matcher.handle(unit, envelope.type, envelope.data)
+    [span] = spans.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["messaging.batch.message_count"] == 3
+    assert [link.context.trace_id for link in span.links] == [1, 2, 3]
+    with app.store.reading() as conn:
+        headers = [
+            orjson.loads(h)
+            for h in conn.execute(
+                sa.select(outbox.c.headers).where(outbox.c.topic != COMMANDS_TOPIC)
+            ).scalars()
+        ]
+    traces = {h["traceparent"].split("-")[1] for h in headers}
+    assert traces == {f"{n:032x}" for n in range(1, 4)}, "events carry their command's trace"
