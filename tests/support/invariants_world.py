@@ -66,6 +66,7 @@ from prosum_ledger.domain.commands import CommandKind
 from prosum_ledger.domain.model import LedgerError, ReasonCode
 from prosum_orderbook.adapters.store import CODEC as BOOK_CODEC
 from prosum_orderbook.adapters.store import BookCache, SqlOrderbookStore
+from prosum_orderbook.adapters.store import reading_unit as orderbook_reading_unit
 from prosum_orderbook.adapters.store import unit_of_work as orderbook_unit_of_work
 from prosum_orderbook.adapters.tables import accounts, markets, orders, threshold_usage, trades
 from prosum_orderbook.application import outcomes
@@ -338,7 +339,12 @@ class World:
         self.ob_uow = orderbook_unit_of_work(self.ob, self.books)
         defaults = MarketDefaults(Mechanism.CONTINUOUS, FEES)
         self.entry = OrderEntry(
-            self.ob_uow, SCHEDULE, defaults, self.clock, lambda: next(self._order_ids)
+            self.ob_uow,
+            SCHEDULE,
+            defaults,
+            self.clock,
+            lambda: next(self._order_ids),
+            reading=orderbook_reading_unit(self.ob, self.books),
         )
         self.matcher = Matcher(SCHEDULE, self.clock)
         self.scheduler = MarketScheduler(self.ob_uow, SCHEDULE, defaults, self.clock)

@@ -16,7 +16,12 @@ import sqlalchemy as sa
 
 from prosum_auth.trust import apply_identity_event
 from prosum_contracts import Envelope, SchemaRegistry
-from prosum_orderbook.adapters.store import BookCache, SqlOrderbookStore, unit_of_work
+from prosum_orderbook.adapters.store import (
+    BookCache,
+    SqlOrderbookStore,
+    reading_unit,
+    unit_of_work,
+)
 from prosum_orderbook.adapters.tables import accounts, orders, threshold_usage, trades
 from prosum_orderbook.application import outcomes
 from prosum_orderbook.application.entry import Authority, MarketDefaults, NewOrder, OrderEntry
@@ -79,7 +84,14 @@ class App:
         self.uow = unit_of_work(self.store, self.books)
         self.clock = Clock()
         defaults = MarketDefaults(mechanism, fees or Fees(operator_fee=2, grid_fee_per_kwh=10_000))
-        self.entry = OrderEntry(self.uow, SCHEDULE, defaults, self.clock, lambda: str(uuid.uuid4()))
+        self.entry = OrderEntry(
+            self.uow,
+            SCHEDULE,
+            defaults,
+            self.clock,
+            lambda: str(uuid.uuid4()),
+            reading=reading_unit(self.store, self.books),
+        )
         self.matcher = Matcher(SCHEDULE, self.clock)
         self.scheduler = MarketScheduler(self.uow, SCHEDULE, defaults, self.clock)
         self.chain = Chain()

@@ -360,3 +360,28 @@ def test_a_batch_has_one_span_linked_to_its_commands_and_their_events_keep_their
         ]
     traces = {h["traceparent"].split("-")[1] for h in headers}
     assert traces == {f"{n:032x}" for n in range(1, 4)}, "events carry their command's trace"
+
+
+def test_drafted_orders_keep_client_order_ids_unique_within_a_group_and_across(app: App) -> None:
+    app.fund("seller", energy_wh=10_000)
+    app.place("seller", "sell", 1_000, "240", client_order_id="first")  # opens the market
+    seller = app.authority("seller")
+    price = parse_price("240")
+    outcomes = app.entry.place_many(
+        [
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc", "first")),
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc", "second")),
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc", "second")),
+            (seller, NewOrder(MARKET, "sell", price, 1_000, "gtc", "third")),
+        ]
+    )
+    reasons = [o.reason if isinstance(o, OrderRefused) else "placed" for o in outcomes]
+    assert reasons == [
+        "duplicate_client_order_id",
+        "placed",
+        "duplicate_client_order_id",
+        "placed",
+    ]
+    assert app.account("seller").reserved_wh == 3_000
+    assert sorted(r.client_order_id for r in app.rows(orders)) == ["first", "second", "third"]
+    assert app.run_books() == 4  # open, and the three placed: each sent once, in order

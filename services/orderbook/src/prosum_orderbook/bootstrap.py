@@ -38,6 +38,7 @@ from prosum_orderbook.adapters.store import (
     BookCache,
     PreparedUnit,
     SqlOrderbookStore,
+    reading_unit,
     unit_of_work,
 )
 from prosum_orderbook.adapters.tables import tables
@@ -81,7 +82,14 @@ def build(platform: Platform) -> ServiceParts:
     trust = TrustTables(platform.store)
     verifier = TokenVerifier(trust.keys, trust)
     checks = ThresholdChecks(verifier, trust, trust.keys)
-    entry = OrderEntry(uow, schedule, defaults, _clock, lambda: str(uuid.uuid4()))
+    entry = OrderEntry(
+        uow,
+        schedule,
+        defaults,
+        _clock,
+        lambda: str(uuid.uuid4()),
+        reading=reading_unit(platform.store, books),
+    )
     group = GroupCommit(entry.place_many)
     matcher = Matcher(schedule, _clock)
     scheduler = MarketScheduler(uow, schedule, defaults, _clock)

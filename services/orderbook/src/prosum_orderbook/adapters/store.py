@@ -34,7 +34,9 @@ from prosum_orderbook.application.ports import (
     Contention,
     DuplicateClientOrderId,
     MarketRecord,
+    NeedsWriteLock,
     OrderRecord,
+    Submission,
     ThresholdClaim,
     TradeRecord,
     UnitOfWork,
@@ -85,8 +87,12 @@ def order_stream(order_id: str) -> str:
     return f"order:{order_id}"
 
 
-class NeedsWriteLock(Exception):
-    """A unit of work prepared outside a write transaction wanted to write at once."""
+class _Drafted(Submission):
+    __slots__ = ("event", "outbox_row")
+
+    def __init__(self, event: NewEvent, outbox_row: tuple[Any, ...]) -> None:
+        self.event = event
+        self.outbox_row = outbox_row
 
 
 class _Cached:
@@ -383,7 +389,8 @@ class SqlOrderbookStore:
         self._use: dict[str, list[int]] = {}
         self._new_use: dict[str, str] = {}  # thresholds without a row yet -> participant
         self._journal: list[NewEvent] = []
-        self._outbox: list[Envelope] = []
+        # Envelopes, and outbox rows drafted ahead (``submit_drafted``), in publish order.
+        self._outbox: list[Envelope | tuple[Any, ...]] = []
 
     def _writes_now(self) -> None:
         if self._read_only:
@@ -502,18 +509,32 @@ class SqlOrderbookStore:
         ).first()
         return self._remember(order_record(row)) if row else None
 
-    def submit_order(self, order: OrderRecord, event: OrderSubmitted) -> None:
+    def draft_submission(
+        self, event: OrderSubmitted, command: tuple[str, str, dict[str, Any]]
+    ) -> Submission:
+        event_type, version, data = CODEC.encode(event)
+        command_type, subject, body = command
+        envelope = Envelope(
+            type=command_type,
+            schema_version=1,
+            source=SOURCE,
+            subject=subject,
+            data=body,
+            trace=self.trace if self.trace is not None else current_trace_context(),
+        )
+        [row] = self.tx.outbox_rows([envelope])
+        return _Drafted(NewEvent(event_type, version, data), row)
+
+    def submit_drafted(self, order: OrderRecord, submission: Submission) -> None:
+        assert isinstance(submission, _Drafted)
         if order.client_order_id is not None and (
-            self.order_by_client_id(order.participant_id, order.client_order_id) is not None
+            (order.participant_id, order.client_order_id) in self._by_client_id
         ):
             raise DuplicateClientOrderId(order.client_order_id)
-        event_type, version, data = CODEC.encode(event)
-        self._journal.append(NewEvent(event_type, version, data))
-        if order.created_at is None:
-            order.created_at = _now()
-        order.updated_at = order.updated_at or order.created_at
+        self._journal.append(submission.event)
         self._remember(order)
         self._new_orders[order.order_id] = order
+        self._outbox.append(submission.outbox_row)
 
     def update_order(self, order: OrderRecord) -> None:
         self._remember(order)
@@ -831,7 +852,7 @@ class SqlOrderbookStore:
                 {"m": m, "n": n, "q": q, "price": price}
                 for m, (n, q, price) in sorted(self._market_trades.items())
             ],
-            outbox=self.tx.outbox_rows(self._outbox),
+            outbox=self._outbox_rows(),
             now=now,
         )
         self._new_orders.clear()
@@ -844,6 +865,11 @@ class SqlOrderbookStore:
         self._market_trades.clear()
         self._outbox = []
         return unit
+
+    def _outbox_rows(self) -> list[tuple[Any, ...]]:
+        envelopes = [e for e in self._outbox if isinstance(e, Envelope)]
+        made = iter(self.tx.outbox_rows(envelopes))
+        return [next(made) if isinstance(e, Envelope) else e for e in self._outbox]
 
 
 class PreparedUnit:
@@ -962,6 +988,18 @@ def is_contention(error: DBAPIError) -> bool:
         return True
     message = str(error.orig).lower()
     return "database is locked" in message or "database is busy" in message
+
+
+def reading_unit(store: EventStore, books: BookCache) -> UnitOfWork:
+    """Units of work on a read-only connection, to prepare work before the write transaction;
+    one that writes at once raises ``NeedsWriteLock``."""
+
+    @contextmanager
+    def open_unit() -> Iterator[SqlOrderbookStore]:
+        with store.read_transaction() as rtx:
+            yield SqlOrderbookStore(rtx, books, read_only=True)
+
+    return open_unit
 
 
 def unit_of_work(store: EventStore, books: BookCache) -> UnitOfWork:

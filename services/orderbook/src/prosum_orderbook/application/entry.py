@@ -21,6 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 from prosum_contracts import format_timestamp
 from prosum_orderbook.application.messages import (
@@ -34,13 +36,15 @@ from prosum_orderbook.application.ports import (
     Contention,
     DuplicateClientOrderId,
     MarketRecord,
+    NeedsWriteLock,
     OrderbookStore,
     OrderRecord,
+    Submission,
     ThresholdClaim,
     UnitOfWork,
 )
 from prosum_orderbook.domain.book import REQUESTED
-from prosum_orderbook.domain.cover import open_value, order_reservation
+from prosum_orderbook.domain.cover import Reservation, open_value, order_reservation
 from prosum_orderbook.domain.markets import (
     Fees,
     MarketIdError,
@@ -59,6 +63,14 @@ from prosum_orderbook.domain.orders import (
 from prosum_orderbook.domain.units import format_price
 
 ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    order: OrderRecord
+    submission: Submission
+    reservation: Reservation
+    claim: ThresholdClaim
 
 
 class OrderRefused(Exception):
@@ -152,8 +164,10 @@ class OrderEntry:
         defaults: MarketDefaults,
         clock: Clock,
         new_order_id: Callable[[], str],
+        reading: UnitOfWork | None = None,
     ) -> None:
         self._uow = unit_of_work
+        self._reading = reading
         self._schedule = schedule
         self._defaults = defaults
         self._clock = clock
@@ -256,6 +270,9 @@ class OrderEntry:
         sequence = sorted(range(len(requests)), key=lambda i: requests[i][0].participant_id)
         for _attempt in range(ATTEMPTS):
             try:
+                # Everything that does not depend on balances, made ready before the write
+                # transaction (the market, the client order id, the records, the events).
+                drafts = self._drafts(requests)
                 with self._uow() as store:
                     results: list[OrderRecord | OrderRefused | None] = [None] * len(requests)
                     # Every threshold of the group is checked at once (revocations, status).
@@ -277,7 +294,10 @@ class OrderEntry:
                         authority, new = requests[i]
                         try:
                             self._check_standing(store, authority, standing)
-                            results[i] = self._place(store, authority, new)
+                            if drafts is None:
+                                results[i] = self._place(store, authority, new)
+                            else:
+                                results[i] = self._place_drafted(store, authority, drafts[i])
                         except OrderRefused as refusal:
                             results[i] = refusal
                     return [r for r in results if r is not None]
@@ -311,7 +331,29 @@ class OrderEntry:
         if refused is not None:
             raise OrderRefused(403, refused, "this credential is no longer honoured")
 
-    def _place(self, store: OrderbookStore, authority: Authority, new: NewOrder) -> OrderRecord:
+    def _drafts(
+        self, requests: Sequence[tuple[Authority, NewOrder]]
+    ) -> list[_Draft | OrderRefused] | None:
+        """The group's orders drafted on a reading unit of work, or None when one of them
+        needs a write to draft (a market to open): the group is then placed in the write
+        transaction from the start."""
+        if self._reading is None:
+            return None
+        try:
+            with self._reading() as store:
+                drafts: list[_Draft | OrderRefused] = []
+                for authority, new in requests:
+                    try:
+                        drafts.append(self._draft(store, authority, new))
+                    except OrderRefused as refusal:
+                        drafts.append(refusal)
+                return drafts
+        except NeedsWriteLock:
+            return None
+
+    def _draft(self, store: OrderbookStore, authority: Authority, new: NewOrder) -> _Draft:
+        """What ``_place`` works out before it reserves: refusals that do not depend on the
+        balances, the order, its submission event and its command."""
         now = self._clock()
         market = self.ensure_market(store, new.market_id)
         if new.time_in_force == IOC and market.mechanism is Mechanism.CALL_AUCTION:
@@ -330,17 +372,39 @@ class OrderEntry:
                     f"client order id {new.client_order_id!r} is order {known.order_id}",
                 )
         reservation = order_reservation(new.side, new.quantity_wh, new.price, False, market.fees)
+        order = self._record(authority, new, reservation, now)
+        submission = store.draft_submission(
+            self._submitted(order, now), self._command(order, market, now)
+        )
+        claim = ThresholdClaim(
+            open_wh=new.quantity_wh,
+            open_value=open_value(new.side, new.quantity_wh, new.price),
+            max_open_wh=authority.max_open_wh,
+            max_value=authority.max_ecoin,
+        )
+        return _Draft(order, submission, reservation, claim)
+
+    def _place_drafted(
+        self, store: OrderbookStore, authority: Authority, draft: _Draft | OrderRefused
+    ) -> OrderRecord:
+        if isinstance(draft, OrderRefused):
+            raise draft
+        order, reservation = draft.order, draft.reservation
+        self._reserve(store, authority, order.side, draft.claim, reservation)
+        store.submit_drafted(order, draft.submission)
+        return order
+
+    def _reserve(
+        self,
+        store: OrderbookStore,
+        authority: Authority,
+        side: str,
+        claim: ThresholdClaim,
+        reservation: Reservation,
+    ) -> None:
+        participant = authority.participant_id
         refusal = store.reserve_for_order(
-            participant,
-            authority.threshold_id,
-            ThresholdClaim(
-                open_wh=new.quantity_wh,
-                open_value=open_value(new.side, new.quantity_wh, new.price),
-                max_open_wh=authority.max_open_wh,
-                max_value=authority.max_ecoin,
-            ),
-            reservation.energy_wh,
-            reservation.ecoin,
+            participant, authority.threshold_id, claim, reservation.energy_wh, reservation.ecoin
         )
         if refusal == "threshold_exhausted":
             raise OrderRefused(
@@ -350,11 +414,15 @@ class OrderEntry:
                 f"or {authority.max_ecoin} ecoin",
             )
         if refusal is not None:
-            raise _no_cover(store, participant, new.side, reservation.energy_wh, reservation.ecoin)
-        order = OrderRecord(
+            raise _no_cover(store, participant, side, reservation.energy_wh, reservation.ecoin)
+
+    def _record(
+        self, authority: Authority, new: NewOrder, reservation: Reservation, now: datetime
+    ) -> OrderRecord:
+        return OrderRecord(
             order_id=self._new_order_id(),
             client_order_id=new.client_order_id,
-            participant_id=participant,
+            participant_id=authority.participant_id,
             threshold_id=authority.threshold_id,
             market_id=new.market_id,
             side=new.side,
@@ -368,40 +436,47 @@ class OrderEntry:
             created_at=now,
             updated_at=now,
         )
-        store.submit_order(
-            order,
-            OrderSubmitted(
-                order_id=order.order_id,
-                client_order_id=order.client_order_id,
-                participant_id=participant,
-                threshold_id=authority.threshold_id,
-                market_id=new.market_id,
-                side=new.side,
-                price=new.price,
-                quantity_wh=new.quantity_wh,
-                time_in_force=new.time_in_force,
-                reserved_wh=reservation.energy_wh,
-                reserved_ecoin=reservation.ecoin,
-                at=now,
-            ),
+
+    @staticmethod
+    def _submitted(order: OrderRecord, now: datetime) -> OrderSubmitted:
+        return OrderSubmitted(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            participant_id=order.participant_id,
+            threshold_id=order.threshold_id,
+            market_id=order.market_id,
+            side=order.side,
+            price=order.price,
+            quantity_wh=order.quantity_wh,
+            time_in_force=order.time_in_force,
+            reserved_wh=order.reserved_wh,
+            reserved_ecoin=order.reserved_ecoin,
+            at=now,
         )
-        store.publish(
+
+    @staticmethod
+    def _command(
+        order: OrderRecord, market: MarketRecord, now: datetime
+    ) -> tuple[str, str, dict[str, Any]]:
+        return (
             PLACE_ORDER,
-            new.market_id,
+            order.market_id,
             {
                 "order_id": order.order_id,
                 "client_order_id": order.client_order_id,
-                "market_id": new.market_id,
-                "participant_id": participant,
-                "side": new.side,
-                "price_per_kwh": format_price(new.price),
-                "quantity_wh": new.quantity_wh,
-                "time_in_force": new.time_in_force,
+                "market_id": order.market_id,
+                "participant_id": order.participant_id,
+                "side": order.side,
+                "price_per_kwh": format_price(order.price),
+                "quantity_wh": order.quantity_wh,
+                "time_in_force": order.time_in_force,
                 "submitted_at": format_timestamp(now),
                 **market_config(market),
             },
         )
-        return order
+
+    def _place(self, store: OrderbookStore, authority: Authority, new: NewOrder) -> OrderRecord:
+        return self._place_drafted(store, authority, self._draft(store, authority, new))
 
     def order_for_change(
         self, store: OrderbookStore, participant_id: str, order_id: str

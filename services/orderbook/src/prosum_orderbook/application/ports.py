@@ -115,6 +115,11 @@ class ThresholdClaim:
     max_value: int
 
 
+class NeedsWriteLock(Exception):
+    """A unit of work opened for reading (to prepare work before the write transaction) was
+    asked to write at once."""
+
+
 class Contention(Exception):
     """The store gave up the unit of work for a concurrent one (a deadlock, a serialization
     failure, a lock wait that timed out); nothing of it was kept, and it may be tried again."""
@@ -155,10 +160,19 @@ class OrderbookStore(Protocol):
         self, participant_id: str, client_order_id: str
     ) -> OrderRecord | None: ...
 
-    def submit_order(self, order: OrderRecord, event: OrderSubmitted) -> None:
-        """Record the submission event and the order's read model. A client order id already
-        taken raises DuplicateClientOrderId, here or (if the other order is not committed yet)
-        when the unit of work commits."""
+    def draft_submission(
+        self, event: OrderSubmitted, command: tuple[str, str, dict[str, Any]]
+    ) -> Submission:
+        """The submission event and the order's command to its book (type, subject, data),
+        encoded, validated and serialized now, for ``submit_drafted`` to record in a later unit
+        of work. Touches nothing."""
+        ...
+
+    def submit_drafted(self, order: OrderRecord, submission: Submission) -> None:
+        """Record the submission event and the order's read model, and send its command. A
+        client order id taken by another order of this unit raises DuplicateClientOrderId; one
+        taken in the database (by an order not committed when it was drafted) when the unit
+        commits."""
         ...
 
     def update_order(self, order: OrderRecord) -> None: ...
@@ -245,3 +259,7 @@ class OrderbookStore(Protocol):
 
 
 UnitOfWork = Callable[[], AbstractContextManager[OrderbookStore]]
+
+
+class Submission:
+    """An order's submission made ready by ``OrderbookStore.draft_submission`` (opaque)."""
