@@ -93,7 +93,9 @@ class App:
             reading=reading_unit(self.store, self.books),
         )
         self.matcher = Matcher(SCHEDULE, self.clock)
-        self.scheduler = MarketScheduler(self.uow, SCHEDULE, defaults, self.clock)
+        self.scheduler = MarketScheduler(
+            self.uow, SCHEDULE, defaults, self.clock, reading=reading_unit(self.store, self.books)
+        )
         self.chain = Chain()
         self._commands_after = 0
         self._events_after = 0

@@ -385,3 +385,29 @@ def test_drafted_orders_keep_client_order_ids_unique_within_a_group_and_across(a
     assert app.account("seller").reserved_wh == 3_000
     assert sorted(r.client_order_id for r in app.rows(orders)) == ["first", "second", "third"]
     assert app.run_books() == 4  # open, and the three placed: each sent once, in order
+
+
+def test_a_calendar_round_with_nothing_to_do_takes_no_write_transaction(app: App) -> None:
+    from contextlib import contextmanager
+
+    from prosum_orderbook.application.scheduler import MarketScheduler
+    from tests.integration.orderbook.app import SCHEDULE
+
+    writes = []
+
+    @contextmanager
+    def counted() -> Iterator[Any]:
+        writes.append(1)
+        with app.uow() as unit:
+            yield unit
+
+    scheduler = MarketScheduler(
+        counted, SCHEDULE, app.entry._defaults, app.clock, reading=app.entry._reading
+    )
+    first = scheduler.run_once()
+    assert len(first.opened) > 90 and writes == [1]
+    assert scheduler.run_once() == type(first)([], []) and writes == [1]
+    app.clock.now += SCHEDULE.gate_closure  # the first market passes gate closure ...
+    app.clock.now += SCHEDULE.open_ahead  # ... and new ones open
+    later = scheduler.run_once()
+    assert later.opened and later.closing and writes == [1, 1]

@@ -82,17 +82,11 @@ def build(platform: Platform) -> ServiceParts:
     trust = TrustTables(platform.store)
     verifier = TokenVerifier(trust.keys, trust)
     checks = ThresholdChecks(verifier, trust, trust.keys)
-    entry = OrderEntry(
-        uow,
-        schedule,
-        defaults,
-        _clock,
-        lambda: str(uuid.uuid4()),
-        reading=reading_unit(platform.store, books),
-    )
+    reading = reading_unit(platform.store, books)
+    entry = OrderEntry(uow, schedule, defaults, _clock, lambda: str(uuid.uuid4()), reading=reading)
     group = GroupCommit(entry.place_many)
     matcher = Matcher(schedule, _clock)
-    scheduler = MarketScheduler(uow, schedule, defaults, _clock)
+    scheduler = MarketScheduler(uow, schedule, defaults, _clock, reading=reading)
 
     def applying(
         apply: Callable[[SqlOrderbookStore, Envelope], None],

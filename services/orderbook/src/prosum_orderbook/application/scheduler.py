@@ -14,6 +14,7 @@ dead-lettered, say) it is sent again, and a book that has closed ignores a repea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from prosum_contracts import format_timestamp
 from prosum_orderbook.application.entry import SCHEDULED, MarketDefaults, open_market
@@ -32,9 +33,15 @@ class Round:
 
 class MarketScheduler:
     def __init__(
-        self, unit_of_work: UnitOfWork, schedule: Schedule, defaults: MarketDefaults, clock: Clock
+        self,
+        unit_of_work: UnitOfWork,
+        schedule: Schedule,
+        defaults: MarketDefaults,
+        clock: Clock,
+        reading: UnitOfWork | None = None,
     ) -> None:
         self._uow = unit_of_work
+        self._reading = reading
         self._schedule = schedule
         self._defaults = defaults
         self._clock = clock
@@ -43,6 +50,8 @@ class MarketScheduler:
         now = self._clock()
         opened: list[str] = []
         closing: list[str] = []
+        if self._reading is not None and not self._due(now):
+            return Round(opened, closing)  # most rounds: nothing to do, no write lock taken
         with self._uow() as store:
             for market_id in self._schedule.open_markets(now):
                 known = store.market(market_id)
@@ -64,3 +73,13 @@ class MarketScheduler:
                 store.mark_close_requested(market_id, now)
                 closing.append(market_id)
         return Round(opened, closing)
+
+    def _due(self, now: datetime) -> bool:
+        """Whether a round at ``now`` has a market to open or to close, read without writing."""
+        assert self._reading is not None
+        with self._reading() as store:
+            for market_id in self._schedule.open_markets(now):
+                known = store.market(market_id)
+                if known is None or known.status == SCHEDULED:
+                    return True
+            return bool(store.markets_to_close(now, CLOSE_RETRY_S))
