@@ -211,7 +211,22 @@ class _Prepared:
 
 
 def _envelopes(n: int) -> list[Envelope]:
-    return [Envelope("orderbook.cancel_order", 1, "orderbook", MARKET, {"n": i}) for i in range(n)]
+    return [
+        Envelope(
+            "orderbook.cancel_order",
+            1,
+            "orderbook",
+            MARKET,
+            {
+                "order_id": f"order-{i}",
+                "market_id": MARKET,
+                "participant_id": "someone",
+                "reason": "requested",
+                "requested_at": "2026-11-21T12:00:00.000000Z",
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def _consumer(app: App, prepared: _Prepared, handled: list[int]) -> BatchConsumer:
@@ -411,3 +426,57 @@ def test_a_calendar_round_with_nothing_to_do_takes_no_write_transaction(app: App
     app.clock.now += SCHEDULE.open_ahead  # ... and new ones open
     later = scheduler.run_once()
     assert later.opened and later.closing and writes == [1, 1]
+
+
+def test_counters_are_written_accounts_first_then_thresholds_each_in_key_order(
+    app: App,
+) -> None:
+    """The one lock order every unit of work keeps (``hold_cover`` reads in it): a unit that
+    wrote a threshold before an account, or thresholds by participant, deadlocked with order
+    entry on PostgreSQL."""
+    from prosum_orderbook.adapters.store import _write_counters
+
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE"):
+            statements.append((statement.split()[1], params))
+
+    sa.event.listen(app.engine, "before_cursor_execute", record)
+    try:
+        with app.store.transaction() as tx:
+            _write_counters(
+                tx.conn,
+                {"p-b": (1, 0), "p-a": (0, 2)},
+                {("p-a", "t-z"): (5, 0), ("p-b", "t-c"): (1, 1), ("p-c", "t-m"): (2, 0)},
+                app.clock(),
+            )
+    finally:
+        sa.event.remove(app.engine, "before_cursor_execute", record)
+    tables = [table for table, _ in statements]
+    assert tables == ["ob_accounts", "ob_threshold_usage"]
+    accounts_rows, threshold_rows = (params for _, params in statements)
+    keys = [row["p"] if isinstance(row, dict) else row for row in accounts_rows]
+    assert str(keys).index("p-a") < str(keys).index("p-b")
+    keys = str(threshold_rows)
+    assert keys.index("t-c") < keys.index("t-m") < keys.index("t-z")
+
+
+async def test_a_batch_that_lost_to_a_concurrent_writer_is_tried_again_whole(app: App) -> None:
+    from types import SimpleNamespace
+
+    from prosum_platform.domain import ConcurrencyConflict
+
+    consumer = _consumer(app, _Prepared(current=True), [])
+    calls: list[int] = []
+
+    def apply(envelopes: Sequence[Envelope]) -> None:
+        calls.append(len(envelopes))
+        if len(calls) < 3:
+            raise ConcurrencyConflict(MARKET, 1, 2)
+
+    consumer._apply = apply  # type: ignore[method-assign]
+    records = [SimpleNamespace(value=e.to_bytes()) for e in _envelopes(4)]
+    await consumer._process(records)  # type: ignore[arg-type]
+    assert calls == [4, 4, 4], "the whole batch, three times; never one by one"
+    assert consumer.state.batches == 1

@@ -115,7 +115,6 @@ class BatchConsumer:
         self._on_revoked = on_revoked
         self._prepare = prepare
         self.prepared = 0
-        self._timing = ""
         self._max_batch = max_batch
         self._attempts = attempts
         self._consumer: AIOKafkaConsumer | None = None
@@ -155,10 +154,6 @@ class BatchConsumer:
         consumer = self._consumer
         assert consumer is not None, "start() first"
         while not self._stopping.is_set():
-            import sys as _sys
-            import time as _t
-
-            _f0 = _t.perf_counter()
             try:
                 batches = await consumer.getmany(timeout_ms=250, max_records=self._max_batch)
             except KafkaError as exc:
@@ -167,18 +162,10 @@ class BatchConsumer:
                 continue
             if batches:
                 records = [r for rs in batches.values() for r in rs]
-                _f1 = _t.perf_counter()
                 await self._process(records)
-                _f2 = _t.perf_counter()
                 for tp, rs in batches.items():
                     self.state.last_offsets[tp] = rs[-1].offset
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
-                _f3 = _t.perf_counter()
-                print(
-                    f"BATCH n={len(records)} fetch={(_f1 - _f0) * 1000:.0f} process={(_f2 - _f1) * 1000:.0f} [{self._timing}] commit={(_f3 - _f2) * 1000:.0f}",
-                    file=_sys.stderr,
-                    flush=True,
-                )
             for tp in consumer.assignment():
                 high = consumer.highwater(tp)
                 if high is not None:
@@ -193,13 +180,26 @@ class BatchConsumer:
                 await self._dead_letter(record, exc.reason, exc.detail)
         if not envelopes:
             return
-        try:
-            await anyio.to_thread.run_sync(self._apply, [e for _, e in envelopes])
-            self.state.batches += 1
-            return
-        except Exception:
-            if len(envelopes) > 1:
-                log.info("%s: batch of %d failed; applying one by one", self.name, len(envelopes))
+        # A batch that lost to a concurrent transaction (a deadlock, a book another instance
+        # wrote) is tried again whole; applying it a command at a time is for the batch one
+        # of whose commands keeps failing.
+        for attempt in range(_BATCH_ATTEMPTS):
+            try:
+                await anyio.to_thread.run_sync(self._apply, [e for _, e in envelopes])
+                self.state.batches += 1
+                return
+            except Exception as exc:
+                if _transient(exc) and attempt < _BATCH_ATTEMPTS - 1:
+                    await asyncio.sleep(0.01 * 2**attempt)
+                    continue
+                if len(envelopes) > 1:
+                    log.info(
+                        "%s: batch of %d failed (%s); applying one by one",
+                        self.name,
+                        len(envelopes),
+                        exc,
+                    )
+                break
         for record, envelope in envelopes:
             await self._one(record, envelope)
 
@@ -216,10 +216,7 @@ class BatchConsumer:
                 await anyio.to_thread.run_sync(self._apply, [envelope])
                 return
             except Exception as exc:
-                transient = isinstance(exc, ConcurrencyConflict) or (
-                    isinstance(exc, DBAPIError) and is_contention(exc)
-                )
-                if not transient:
+                if not _transient(exc):
                     failures += 1
                 log.warning(
                     "%s: %s failed (%s), attempt %d", self.name, envelope.event_id, exc, attempt
@@ -240,14 +237,9 @@ class BatchConsumer:
         they were worked out from still holds (no event of the batch applied already, the
         prepared reads still current) and writes them. If not, the handler runs in the
         transaction as without ``prepare``."""
-        import time as _t
-
-        _a = _t.perf_counter()
         prepared = self._prepare(envelopes) if self._prepare is not None else None
-        _b = _t.perf_counter()
         try:
             with self._store.transaction() as tx:
-                _c = _t.perf_counter()
                 if len(envelopes) == 1:
                     fresh = [e for e in envelopes if tx.record_processed(self.name, e.event_id)]
                 else:
@@ -267,10 +259,6 @@ class BatchConsumer:
             raise
         self.state.applied += len(fresh)
         self.state.duplicates += len(envelopes) - len(fresh)
-        _d = _t.perf_counter()
-        self._timing = (
-            f"prep={(_b - _a) * 1000:.0f} lockwait={(_c - _b) * 1000:.0f} tx={(_d - _c) * 1000:.0f}"
-        )
 
     def _record_processed(self, tx: Transaction, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """``Transaction.record_processed`` for a whole batch in two statements. A concurrent
@@ -346,6 +334,16 @@ class BatchConsumer:
                 "messaging.batch.message_count": len(envelopes),
             },
         )
+
+
+_BATCH_ATTEMPTS = 3
+
+
+def _transient(exc: Exception) -> bool:
+    """Lost to a concurrent transaction: the same work may pass when tried again."""
+    return isinstance(exc, ConcurrencyConflict) or (
+        isinstance(exc, DBAPIError) and is_contention(exc)
+    )
 
 
 class _NoSpan:

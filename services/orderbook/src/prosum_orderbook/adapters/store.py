@@ -957,25 +957,24 @@ def _write_counters(
     used: dict[tuple[str, str], tuple[int, int]],
     now: datetime,
 ) -> None:
-    """Reservations and threshold use. Rows are locked in one order by every unit of work:
-    participant by participant, its account before its thresholds (as order entry takes
-    them), so that two transactions never wait for each other in a circle. SQLite locks the
-    whole database instead of rows, so there each table is written in one statement."""
-    account_rows = {p: {"p": p, "e": e, "c": c, "now": now} for p, (e, c) in reserved.items()}
-    threshold_rows = {
-        key: {"t": key[1], "wh": wh, "v": v, "now": now} for key, (wh, v) in used.items()
-    }
-    if conn.dialect.name != "postgresql":
-        if account_rows:
-            conn.execute(_ADJUST_RESERVED, list(account_rows.values()))
-        if threshold_rows:
-            conn.execute(_ADJUST_THRESHOLD, list(threshold_rows.values()))
-        return
-    for participant in sorted({*reserved, *(p for p, _ in used)}):
-        if participant in account_rows:
-            conn.execute(_ADJUST_RESERVED, account_rows[participant])
-        for key in sorted(k for k in threshold_rows if k[0] == participant):
-            conn.execute(_ADJUST_THRESHOLD, threshold_rows[key])
+    """Reservations and threshold use. Every unit of work locks these rows in one order: the
+    accounts by participant id, then the thresholds by threshold id (as ``hold_cover`` reads
+    them), so that two transactions never wait for each other in a circle (PostgreSQL; SQLite
+    locks the whole database). A unit that changes a threshold and not its account (a sale:
+    its reservation moves from the ask to the trade) skips the account, not the order."""
+    if reserved:
+        conn.execute(
+            _ADJUST_RESERVED,
+            [{"p": p, "e": e, "c": c, "now": now} for p, (e, c) in sorted(reserved.items())],
+        )
+    if used:
+        conn.execute(
+            _ADJUST_THRESHOLD,
+            [
+                {"t": t, "wh": wh, "v": v, "now": now}
+                for (_, t), (wh, v) in sorted(used.items(), key=lambda item: item[0][1])
+            ],
+        )
 
 
 # PostgreSQL: deadlock detected, serialization failure, lock timeout; SQLite: busy/locked.
