@@ -480,3 +480,41 @@ async def test_a_batch_that_lost_to_a_concurrent_writer_is_tried_again_whole(app
     await consumer._process(records)  # type: ignore[arg-type]
     assert calls == [4, 4, 4], "the whole batch, three times; never one by one"
     assert consumer.state.batches == 1
+
+
+def test_a_batch_that_changed_nothing_in_a_book_still_checks_that_book(app: App) -> None:
+    """A cancel the book ignores (an order it no longer holds) writes no book event, but the
+    command is recorded as done: it must not be, if the book it read has moved on."""
+    trade_flow(app)
+    app.run_books()
+    cancel = Envelope(
+        "orderbook.cancel_order",
+        1,
+        "orderbook",
+        MARKET,
+        {
+            "order_id": "not-in-the-book",
+            "market_id": MARKET,
+            "participant_id": "seller",
+            "reason": "requested",
+            "requested_at": "2026-11-21T12:00:00.000000Z",
+        },
+    )
+    prepared = prepare(app, [cancel])
+    with app.store.transaction() as tx:
+        assert prepared.current(tx)
+    app.place("seller", "sell", 1_000, "260")
+    app.run_books()  # the book moves on
+    with app.store.transaction() as tx:
+        assert not prepared.current(tx)
+
+
+def test_postgresql_locks_cover_rows_in_the_order_python_sorts_keys() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from prosum_orderbook.adapters.store import _LOCK_ACCOUNTS, _LOCK_USE
+
+    for query in (_LOCK_ACCOUNTS, _LOCK_USE):
+        sql = str(query.compile(dialect=postgresql.dialect()))
+        assert 'COLLATE "C"' in sql and "FOR UPDATE" in sql
+    assert sorted(["alice", "Zed"]) == ["Zed", "alice"], "code points: the C collation's order"

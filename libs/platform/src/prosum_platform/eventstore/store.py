@@ -400,8 +400,11 @@ class EventStore:
     @contextmanager
     def read_transaction(self) -> Iterator[Transaction]:
         """A ``Transaction`` over a read-only connection, to read streams and to prepare rows
-        (``outbox_rows``) before taking the write lock. Nothing may be written through it."""
+        (``outbox_rows``) before taking the write lock. Nothing may be written through it. Its
+        reads are one snapshot (SQLite's read transaction; REPEATABLE READ on PostgreSQL)."""
         with self.reading() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
             yield Transaction(conn, self.registry, self._trace_provider)
 
     @contextmanager

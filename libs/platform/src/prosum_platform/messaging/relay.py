@@ -178,7 +178,7 @@ class OutboxRelay:
         for index, row in enumerate(rows):
             known = partitions.get(row.topic)
             if known is None:
-                known = partitions[row.topic] = list(await producer.partitions_for(row.topic))
+                known = partitions[row.topic] = sorted(await producer.partitions_for(row.topic))
             # Keys repeat (participants, markets): murmur2 in Python is worth remembering.
             memo = (row.topic, len(known), row.key)
             partition = chosen.get(memo)

@@ -334,12 +334,17 @@ _HELD_ACCOUNTS = sa.select(
     accounts.c.ecoin,
     accounts.c.reserved_wh,
     accounts.c.reserved_ecoin,
-).order_by(accounts.c.participant_id)
+)
 _HELD_USE = sa.select(
     threshold_usage.c.threshold_id,
     threshold_usage.c.open_wh,
     threshold_usage.c.open_value_ecoin,
-).order_by(threshold_usage.c.threshold_id)
+)
+# PostgreSQL locks the rows in the order it returns them: by key, compared as Python compares
+# strings (code points; the "C" collation), the order ``_write_counters`` writes them in.
+# The database's own collation (en_US, say) would sort "Zed" after "alice".
+_LOCK_ACCOUNTS = _HELD_ACCOUNTS.order_by(accounts.c.participant_id.collate("C")).with_for_update()
+_LOCK_USE = _HELD_USE.order_by(threshold_usage.c.threshold_id.collate("C")).with_for_update()
 
 
 _INSERT_USE = sa.insert(threshold_usage)
@@ -647,7 +652,7 @@ class SqlOrderbookStore:
         """Read the accounts and threshold use of many (participant, threshold) pairs at once,
         locked until the unit of work ends (SQLite: the transaction holds the write lock;
         PostgreSQL: ``FOR UPDATE``, accounts before thresholds, each in key order, as
-        ``_flush_counters`` locks them). ``reserve_for_order`` then decides their orders in
+        ``_write_counters`` writes them). ``reserve_for_order`` then decides their orders in
         memory and the changes are written with the other counters, a statement per table."""
         self._writes_now()
         wanted = sorted({p for p, _ in participants} - self._cover.keys())
@@ -657,8 +662,10 @@ class SqlOrderbookStore:
         lock = self._conn.dialect.name == "postgresql"
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            query = _HELD_ACCOUNTS.where(accounts.c.participant_id.in_(chunk))
-            rows = self._conn.execute(query.with_for_update() if lock else query)
+            query = (_LOCK_ACCOUNTS if lock else _HELD_ACCOUNTS).where(
+                accounts.c.participant_id.in_(chunk)
+            )
+            rows = self._conn.execute(query)
             found = {row[0]: [row[1], row[2], row[3], row[4]] for row in rows}
             for participant in chunk:
                 held = found.get(participant)
@@ -676,8 +683,10 @@ class SqlOrderbookStore:
     def _hold_use(self, thresholds: dict[str, str], lock: bool) -> None:
         keys = sorted(thresholds)
         for start in range(0, len(keys), 500):
-            query = _HELD_USE.where(threshold_usage.c.threshold_id.in_(keys[start : start + 500]))
-            for row in self._conn.execute(query.with_for_update() if lock else query):
+            query = (_LOCK_USE if lock else _HELD_USE).where(
+                threshold_usage.c.threshold_id.in_(keys[start : start + 500])
+            )
+            for row in self._conn.execute(query):
                 use = [row[1], row[2]]
                 pending = self._threshold_use.get((thresholds[row[0]], row[0]))
                 if pending is not None:
@@ -825,7 +834,7 @@ class SqlOrderbookStore:
         self._journal = []
         unit = PreparedUnit(
             self._books,
-            {m: self._heads[m] for m in tokens if m in self._heads},
+            dict(self._heads),  # every book read, also those a command left unchanged
             books,
             save,
             tokens,

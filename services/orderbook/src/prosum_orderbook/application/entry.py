@@ -290,6 +290,7 @@ class OrderEntry:
                             if standing[a] is None
                         }
                     )
+                    taken: set[tuple[str, str]] = set()  # client order ids placed here
                     for i in sequence:
                         authority, new = requests[i]
                         try:
@@ -297,7 +298,7 @@ class OrderEntry:
                             if drafts is None:
                                 results[i] = self._place(store, authority, new)
                             else:
-                                results[i] = self._place_drafted(store, authority, drafts[i])
+                                results[i] = self._place_drafted(store, authority, drafts[i], taken)
                         except OrderRefused as refusal:
                             results[i] = refusal
                     return [r for r in results if r is not None]
@@ -385,13 +386,25 @@ class OrderEntry:
         return _Draft(order, submission, reservation, claim)
 
     def _place_drafted(
-        self, store: OrderbookStore, authority: Authority, draft: _Draft | OrderRefused
+        self,
+        store: OrderbookStore,
+        authority: Authority,
+        draft: _Draft | OrderRefused,
+        taken: set[tuple[str, str]] | None = None,
     ) -> OrderRecord:
+        """Reserve and record a drafted order. ``taken``: the client order ids of the orders
+        placed so far in this unit of work; a second order with one of them is refused (the
+        drafts, made before any was placed, could not see each other)."""
         if isinstance(draft, OrderRefused):
             raise draft
         order, reservation = draft.order, draft.reservation
+        key = (order.participant_id, order.client_order_id or "")
+        if taken is not None and order.client_order_id is not None and key in taken:
+            raise _duplicate_id(order.client_order_id)
         self._reserve(store, authority, order.side, draft.claim, reservation)
         store.submit_drafted(order, draft.submission)
+        if taken is not None and order.client_order_id is not None:
+            taken.add(key)
         return order
 
     def _reserve(
@@ -530,10 +543,14 @@ class OrderEntry:
 
 
 def _duplicate(new: NewOrder) -> OrderRefused:
+    return _duplicate_id(new.client_order_id)
+
+
+def _duplicate_id(client_order_id: str | None) -> OrderRefused:
     return OrderRefused(
         409,
         "duplicate_client_order_id",
-        f"client order id {new.client_order_id!r} is already in use",
+        f"client order id {client_order_id!r} is already in use",
     )
 
 
