@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from bench._calibration import cpu_check
 from prosum_orderbook.domain.book import OrderBook
 from prosum_orderbook.domain.markets import Fees, Mechanism
 from prosum_platform.domain import DomainEvent
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--resting", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    print(cpu_check(), flush=True)
 
     operations = workload(args.ops, args.seed)
     gc.collect()

@@ -31,6 +31,7 @@ import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench._calibration import cpu_check
 from prosum_contracts.topics import ORDERBOOK_EVENTS
 from prosum_platform.messaging import KafkaConfig
 from prosum_platform.runtime.tansu import start_tansu
@@ -144,6 +145,7 @@ async def main() -> None:
         "--batch", type=int, default=1, help="orders per request (>1: POST /orders/batch)"
     )
     args = parser.parse_args()
+    print(cpu_check(), flush=True)
 
     broker = start_tansu()
     folder = Path(tempfile.mkdtemp(prefix="bench-orderbook-"))

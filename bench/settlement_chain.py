@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench._calibration import cpu_check
 from prosum_contracts import Envelope
 from prosum_contracts.topics import (
     LEDGER_COMMANDS,
@@ -155,6 +156,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=600, help="trades per second offered")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    print(cpu_check(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         broker = start_tansu()
