@@ -103,6 +103,26 @@ def _widget(subject: str, sequence: int) -> Envelope:
     )
 
 
+async def _read_back(
+    kafka: KafkaConfig, topic: str, expected: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The topic's records from the beginning, once ``expected`` arrived (or after 20 s)."""
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        for _ in range(80):
+            batch = await reader.getmany(timeout_ms=250)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= expected:
+                break
+        return records
+    finally:
+        await reader.stop()
+
+
 def _record(topic: str, event: Envelope, key: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
     """A record as a fetch returns it, to deliver by hand."""
     value = event.to_bytes()
@@ -333,19 +353,7 @@ async def test_relay_publishes_in_commit_order_with_the_subject_as_key(
         await relay.stop()
     assert store.pending_outbox() == 0
 
-    reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await reader.start()
-    try:
-        records = []
-        for _ in range(40):
-            batch = await reader.getmany(timeout_ms=250)
-            records += [r for rs in batch.values() for r in rs]
-            if len(records) >= 30:
-                break
-    finally:
-        await reader.stop()
+    records = await _read_back(kafka, topic, 30)
     by_key: dict[bytes, list[int]] = defaultdict(list)
     partition_of: dict[bytes, set[int]] = defaultdict(set)
     for record in records:
@@ -493,19 +501,7 @@ async def test_a_topic_with_a_partitioner_of_its_own_is_spread_by_that_rule(
             pass
     finally:
         await relay.stop()
-    reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await reader.start()
-    try:
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        for _ in range(80):
-            batch = await reader.getmany(timeout_ms=250)
-            records += [r for rs in batch.values() for r in rs]
-            if len(records) >= 60:
-                break
-    finally:
-        await reader.stop()
+    records = await _read_back(kafka, topic, 60)
     assert len(records) == 60
     by_key: dict[bytes, list[int]] = defaultdict(list)
     for record in records:

@@ -173,20 +173,24 @@ class App:
 
     def run_books(self) -> int:
         """Apply the commands entry sent, in outbox order, as the books' consumer would."""
+        commands = self.pending_commands()
+        if commands:
+            with self.uow() as unit:
+                for envelope in commands:
+                    self.matcher.handle(unit, envelope.type, envelope.data)
+        return len(commands)
+
+    def pending_commands(self) -> list[Envelope]:
+        """The commands entry sent that the books have not been given yet, in outbox order."""
         with self.store.reading() as conn:
             rows = conn.execute(
                 sa.select(outbox.c.id, outbox.c.payload)
                 .where(outbox.c.topic == COMMANDS_TOPIC, outbox.c.id > self._commands_after)
                 .order_by(outbox.c.id)
             ).all()
-        if not rows:
-            return 0
-        with self.uow() as unit:
-            for _, payload in rows:
-                envelope = self.registry.decode(payload)
-                self.matcher.handle(unit, envelope.type, envelope.data)
-        self._commands_after = rows[-1][0]
-        return len(rows)
+        if rows:
+            self._commands_after = rows[-1][0]
+        return [self.registry.decode(payload) for _, payload in rows]
 
     def skip_commands_before(self, other: App) -> None:
         self._commands_after = other._commands_after

@@ -46,19 +46,6 @@ def other_url(store_url: str, request: pytest.FixtureRequest, tmp_path: Path) ->
         yield url
 
 
-def commands(app: App) -> list[Envelope]:
-    """The commands entry sent that the books have not applied yet, in outbox order."""
-    with app.store.reading() as conn:
-        rows = conn.execute(
-            sa.select(outbox.c.id, outbox.c.payload)
-            .where(outbox.c.topic == COMMANDS_TOPIC, outbox.c.id > app._commands_after)
-            .order_by(outbox.c.id)
-        ).all()
-    if rows:
-        app._commands_after = rows[-1][0]
-    return [app.registry.decode(payload) for _, payload in rows]
-
-
 def prepare(app: App, envelopes: Sequence[Envelope]) -> PreparedUnit:
     with app.store.read_transaction() as rtx:
         unit = SqlOrderbookStore(rtx, app.books, read_only=True)
@@ -143,7 +130,7 @@ def test_a_prepared_batch_leaves_what_the_transaction_would(store_url: str, othe
         trade_flow(in_tx)
         in_tx.run_books()
         trade_flow(ahead)
-        batch = commands(ahead)
+        batch = ahead.pending_commands()
         prepared = prepare(ahead, batch)
         with ahead.store.transaction() as tx:
             assert prepared.current(tx)
@@ -153,7 +140,7 @@ def test_a_prepared_batch_leaves_what_the_transaction_would(store_url: str, othe
         # the cached books are the stored ones: a later command needs no reload
         loads = ahead.books.loads
         ahead.place("seller", "sell", 1_000, "200")
-        prepared = prepare(ahead, commands(ahead))
+        prepared = prepare(ahead, ahead.pending_commands())
         with ahead.store.transaction() as tx:
             assert prepared.current(tx)
             prepared.write(tx)
@@ -166,7 +153,7 @@ def test_a_prepared_batch_leaves_what_the_transaction_would(store_url: str, othe
 
 def test_a_batch_prepared_against_a_book_that_moved_on_is_not_written(app: App) -> None:
     trade_flow(app)
-    batch = commands(app)
+    batch = app.pending_commands()
     prepared = prepare(app, batch[:3])
     # Meanwhile another writer (an instance the partition moved to) applies the same commands.
     app.books.forget(MARKET)
@@ -210,23 +197,24 @@ class _Prepared:
         self.discarded += 1
 
 
+def _cancel(order_id: str, participant_id: str = "someone") -> Envelope:
+    return Envelope(
+        "orderbook.cancel_order",
+        1,
+        "orderbook",
+        MARKET,
+        {
+            "order_id": order_id,
+            "market_id": MARKET,
+            "participant_id": participant_id,
+            "reason": "requested",
+            "requested_at": "2026-11-21T12:00:00.000000Z",
+        },
+    )
+
+
 def _envelopes(n: int) -> list[Envelope]:
-    return [
-        Envelope(
-            "orderbook.cancel_order",
-            1,
-            "orderbook",
-            MARKET,
-            {
-                "order_id": f"order-{i}",
-                "market_id": MARKET,
-                "participant_id": "someone",
-                "reason": "requested",
-                "requested_at": "2026-11-21T12:00:00.000000Z",
-            },
-        )
-        for i in range(n)
-    ]
+    return [_cancel(f"order-{i}") for i in range(n)]
 
 
 def _consumer(app: App, prepared: _Prepared, handled: list[int]) -> BatchConsumer:
@@ -249,7 +237,7 @@ def test_the_consumer_writes_a_current_prepared_batch_without_the_handler(app: A
     consumer = _consumer(app, prepared, handled)
     consumer._apply(_envelopes(3))
     assert (prepared.written, prepared.discarded, handled) == (1, 0, [])
-    assert consumer.prepared == 1 and consumer.state.applied == 3
+    assert consumer.state.prepared == 1 and consumer.state.applied == 3
 
 
 def test_the_consumer_falls_back_to_the_handler_when_the_batch_is_stale(app: App) -> None:
@@ -354,7 +342,7 @@ def test_a_batch_has_one_span_linked_to_its_commands_and_their_events_keep_their
     trade_flow(app)
     batch = [
         Envelope(e.type, 1, "orderbook", e.subject, e.data, trace=TraceContext(parent))
-        for e, parent in zip(commands(app)[:3], parents, strict=True)
+        for e, parent in zip(app.pending_commands()[:3], parents, strict=True)
     ]
     with app.uow() as unit:
         assert isinstance(unit, SqlOrderbookStore)
@@ -487,19 +475,7 @@ def test_a_batch_that_changed_nothing_in_a_book_still_checks_that_book(app: App)
     command is recorded as done: it must not be, if the book it read has moved on."""
     trade_flow(app)
     app.run_books()
-    cancel = Envelope(
-        "orderbook.cancel_order",
-        1,
-        "orderbook",
-        MARKET,
-        {
-            "order_id": "not-in-the-book",
-            "market_id": MARKET,
-            "participant_id": "seller",
-            "reason": "requested",
-            "requested_at": "2026-11-21T12:00:00.000000Z",
-        },
-    )
+    cancel = _cancel("not-in-the-book", "seller")
     prepared = prepare(app, [cancel])
     with app.store.transaction() as tx:
         assert prepared.current(tx)

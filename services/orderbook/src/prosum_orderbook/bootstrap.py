@@ -48,11 +48,7 @@ from prosum_orderbook.application.matching import Matcher
 from prosum_orderbook.application.messages import (
     BALANCE_CHANGED,
     BOOK_COMMANDS,
-    CANCEL_ORDER,
     COMMANDS_TOPIC,
-    OPEN_MARKET,
-    PLACE_ORDER,
-    REDUCE_ORDER,
     TRADE_FAILED,
     TRADE_SETTLED,
 )
@@ -66,7 +62,6 @@ log = logging.getLogger(__name__)
 
 MATCHER = "orderbook-matcher"
 SCHEDULER_LEASE = "orderbook-scheduler"
-PREPARED_COMMANDS = frozenset({OPEN_MARKET, PLACE_ORDER, CANCEL_ORDER, REDUCE_ORDER})
 INACTIVE = ("identity.participant_suspended", "identity.participant_closed")
 
 
@@ -129,9 +124,8 @@ def build(platform: Platform) -> ServiceParts:
     def prepare_book_commands(envelopes: Sequence[Envelope]) -> PreparedUnit | None:
         """The books' work for a batch, done before the write transaction (see
         ``BatchConsumer``): matching, read models, events and outbox rows. A batch that must
-        write as it goes (a market closing) is left to ``book_commands``."""
-        if any(e.type not in PREPARED_COMMANDS for e in envelopes):
-            return None
+        write as it goes (a market closing) raises ``NeedsWriteLock`` here and is left to
+        ``book_commands``."""
         with platform.store.read_transaction() as rtx:
             unit = SqlOrderbookStore(rtx, books, read_only=True)
             try:
@@ -195,7 +189,7 @@ def build(platform: Platform) -> ServiceParts:
             "partitions": sorted(state.partitions),
             "applied": state.applied,
             "batches": state.batches,
-            "prepared_batches": books_consumer.prepared,
+            "prepared_batches": state.prepared,
             "dead_lettered": state.dead_lettered,
             "lag": state.lag(),
             "books_loaded": books.loads,

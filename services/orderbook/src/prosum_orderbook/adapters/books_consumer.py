@@ -63,6 +63,7 @@ class ConsumerState:
     duplicates: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    prepared: int = 0  # transactions that wrote a batch prepared ahead
     partitions: set[int] = field(default_factory=set)
     last_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     highwater: dict[TopicPartition, int] = field(default_factory=dict)
@@ -114,7 +115,6 @@ class BatchConsumer:
         self._telemetry = telemetry
         self._on_revoked = on_revoked
         self._prepare = prepare
-        self.prepared = 0
         self._max_batch = max_batch
         self._attempts = attempts
         self._consumer: AIOKafkaConsumer | None = None
@@ -246,7 +246,7 @@ class BatchConsumer:
                     fresh = self._record_processed(tx, envelopes)
                 if prepared is not None and len(fresh) == len(envelopes) and prepared.current(tx):
                     prepared.write(tx)
-                    self.prepared += 1
+                    self.state.prepared += 1
                 else:
                     if prepared is not None:
                         prepared.discard()

@@ -303,18 +303,6 @@ _ADJUST_RESERVED = (
         updated_at=sa.bindparam("now"),
     )
 )
-# Only the asset an order reserves has to be free: a seller whose sale is already in its
-# balance (free energy briefly below zero until the trade's settlement arrives) may still bid.
-_TRY_RESERVE = _ADJUST_RESERVED.where(
-    sa.or_(
-        sa.bindparam("e") == 0,
-        accounts.c.energy_wh - accounts.c.reserved_wh >= sa.bindparam("e"),
-    ),
-    sa.or_(
-        sa.bindparam("c") == 0,
-        accounts.c.ecoin - accounts.c.reserved_ecoin >= sa.bindparam("c"),
-    ),
-)
 _ADJUST_THRESHOLD = (
     sa.update(threshold_usage)
     .where(threshold_usage.c.threshold_id == sa.bindparam("t"))
@@ -323,10 +311,6 @@ _ADJUST_THRESHOLD = (
         open_value_ecoin=threshold_usage.c.open_value_ecoin + sa.bindparam("v"),
         updated_at=sa.bindparam("now"),
     )
-)
-_TRY_THRESHOLD = _ADJUST_THRESHOLD.where(
-    threshold_usage.c.open_wh + sa.bindparam("wh") <= sa.bindparam("max_wh"),
-    threshold_usage.c.open_value_ecoin + sa.bindparam("v") <= sa.bindparam("max_v"),
 )
 _HELD_ACCOUNTS = sa.select(
     accounts.c.participant_id,
@@ -388,10 +372,11 @@ class SqlOrderbookStore:
         self._threshold_use: dict[tuple[str, str], list[int]] = {}
         self._market_trades: dict[str, list[int]] = {}
         self._books_to_save: dict[str, OrderBook] = {}
-        # Held by ``hold_cover``: [energy, ecoin, reserved_wh, reserved_ecoin] per participant
-        # and [open_wh, open_value] per threshold, as of this unit of work (changes included).
-        self._cover: dict[str, list[int] | None] = {}
-        self._use: dict[str, list[int]] = {}
+        # Read by ``hold_cover`` (as stored; this unit's changes are in ``_reserved`` and
+        # ``_threshold_use``): (energy, ecoin, reserved_wh, reserved_ecoin) per participant,
+        # None without an account, and (open_wh, open_value) per threshold.
+        self._cover: dict[str, tuple[int, int, int, int] | None] = {}
+        self._use: dict[str, tuple[int, int]] = {}
         self._new_use: dict[str, str] = {}  # thresholds without a row yet -> participant
         self._journal: list[NewEvent] = []
         # Envelopes, and outbox rows drafted ahead (``submit_drafted``), in publish order.
@@ -652,8 +637,8 @@ class SqlOrderbookStore:
         """Read the accounts and threshold use of many (participant, threshold) pairs at once,
         locked until the unit of work ends (SQLite: the transaction holds the write lock;
         PostgreSQL: ``FOR UPDATE``, accounts before thresholds, each in key order, as
-        ``_write_counters`` writes them). ``reserve_for_order`` then decides their orders in
-        memory and the changes are written with the other counters, a statement per table."""
+        ``_write_counters`` writes them). ``reserve_for_order`` decides orders on them in
+        memory; the changes are written with the other counters, a statement per table."""
         self._writes_now()
         wanted = sorted({p for p, _ in participants} - self._cover.keys())
         thresholds = {t: p for p, t in participants if t not in self._use}
@@ -666,33 +651,20 @@ class SqlOrderbookStore:
                 accounts.c.participant_id.in_(chunk)
             )
             rows = self._conn.execute(query)
-            found = {row[0]: [row[1], row[2], row[3], row[4]] for row in rows}
+            found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
             for participant in chunk:
-                held = found.get(participant)
-                pending = self._reserved.get(participant)
-                if held is not None and pending is not None:
-                    held[2] += pending[0]
-                    held[3] += pending[1]
-                self._cover[participant] = held
-        self._hold_use(thresholds, lock)
-        for threshold, participant in thresholds.items():
-            if threshold not in self._use:  # no row yet: written by flush if it is used
-                self._use[threshold] = [0, 0]
-                self._new_use[threshold] = participant
-
-    def _hold_use(self, thresholds: dict[str, str], lock: bool) -> None:
+                self._cover[participant] = found.get(participant)
         keys = sorted(thresholds)
         for start in range(0, len(keys), 500):
             query = (_LOCK_USE if lock else _HELD_USE).where(
                 threshold_usage.c.threshold_id.in_(keys[start : start + 500])
             )
             for row in self._conn.execute(query):
-                use = [row[1], row[2]]
-                pending = self._threshold_use.get((thresholds[row[0]], row[0]))
-                if pending is not None:
-                    use[0] += pending[0]
-                    use[1] += pending[1]
-                self._use[row[0]] = use
+                self._use[row[0]] = (row[1], row[2])
+        for threshold, participant in thresholds.items():
+            if threshold not in self._use:  # no row yet: written by flush if it is used
+                self._use[threshold] = (0, 0)
+                self._new_use[threshold] = participant
 
     def reserve_for_order(
         self,
@@ -702,73 +674,28 @@ class SqlOrderbookStore:
         energy_wh: int,
         ecoin: int,
     ) -> str | None:
-        if participant_id in self._cover:
-            # Its account's changes wait for the flush: the conditional UPDATEs below would
-            # not see them.
-            if threshold_id not in self._use:
-                self.hold_cover([(participant_id, threshold_id)])
-            return self._reserve_held(participant_id, threshold_id, claim, energy_wh, ecoin)
-        self._writes_now()
-        now = _now()
-        reserve = {"p": participant_id, "e": energy_wh, "c": ecoin, "now": now}
-        if not self._conn.execute(_TRY_RESERVE, reserve).rowcount:
-            return "insufficient_cover"
-        use = {
-            "t": threshold_id,
-            "wh": claim.open_wh,
-            "v": claim.open_value,
-            "max_wh": claim.max_open_wh,
-            "max_v": claim.max_value,
-            "now": now,
-        }
-        if not self._conn.execute(_TRY_THRESHOLD, use).rowcount and (
-            not _insert_ignoring_conflict(
-                self._conn,
-                threshold_usage,
-                {
-                    "threshold_id": threshold_id,
-                    "participant_id": participant_id,
-                    "open_wh": 0,
-                    "open_value_ecoin": 0,
-                    "updated_at": now,
-                },
-            )
-            or not self._conn.execute(_TRY_THRESHOLD, use).rowcount
-        ):
-            self._conn.execute(
-                _ADJUST_RESERVED, {"p": participant_id, "e": -energy_wh, "c": -ecoin, "now": now}
-            )
-            return "threshold_exhausted"
-        return None
-
-    def _reserve_held(
-        self,
-        participant_id: str,
-        threshold_id: str,
-        claim: ThresholdClaim,
-        energy_wh: int,
-        ecoin: int,
-    ) -> str | None:
-        """``reserve_for_order`` on rows ``hold_cover`` read: the conditions of ``_TRY_RESERVE``
-        and ``_TRY_THRESHOLD``, decided in memory."""
+        """Decided in memory on the rows ``hold_cover`` read and locked (held now if they are
+        not yet), with this unit's changes; the reservation is written at the end."""
+        if participant_id not in self._cover or threshold_id not in self._use:
+            self.hold_cover([(participant_id, threshold_id)])
         cover = self._cover[participant_id]
         if cover is None:
             return "insufficient_cover"
         energy, coin, reserved_wh, reserved_ecoin = cover
-        if (energy_wh and energy - reserved_wh < energy_wh) or (
-            ecoin and coin - reserved_ecoin < ecoin
+        pending = self._reserved.get(participant_id, (0, 0))
+        # Only the asset an order reserves has to be free: a seller whose sale is already in
+        # its balance (free energy briefly below zero until the settlement arrives) may bid.
+        if (energy_wh and energy - reserved_wh - pending[0] < energy_wh) or (
+            ecoin and coin - reserved_ecoin - pending[1] < ecoin
         ):
             return "insufficient_cover"
-        use = self._use[threshold_id]
+        open_wh, open_value = self._use[threshold_id]
+        used = self._threshold_use.get((participant_id, threshold_id), (0, 0))
         if (
-            use[0] + claim.open_wh > claim.max_open_wh
-            or use[1] + claim.open_value > claim.max_value
+            open_wh + used[0] + claim.open_wh > claim.max_open_wh
+            or open_value + used[1] + claim.open_value > claim.max_value
         ):
             return "threshold_exhausted"
-        cover[2] += energy_wh
-        cover[3] += ecoin
-        use[0] += claim.open_wh
-        use[1] += claim.open_value
         self.adjust_reserved(participant_id, energy_wh, ecoin)
         self.adjust_threshold(participant_id, threshold_id, claim.open_wh, claim.open_value)
         return None

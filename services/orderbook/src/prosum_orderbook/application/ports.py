@@ -231,9 +231,9 @@ class OrderbookStore(Protocol):
         ecoin: int,
     ) -> str | None:
         """Reserve an order's cover from the free balance and count it against its threshold's
-        limits: both or neither, atomically, in that order (the participant's row first, so
-        that every unit of work locks rows in one order). None when done, else
-        ``insufficient_cover`` or ``threshold_exhausted``."""
+        limits: both or neither, on the rows ``hold_cover`` locked (it is called here for a
+        pair not held yet). None when done, else ``insufficient_cover`` or
+        ``threshold_exhausted``."""
         ...
 
     def adjust_reserved(self, participant_id: str, energy_wh: int, ecoin: int) -> None: ...
