@@ -390,6 +390,44 @@ def test_drafted_orders_keep_client_order_ids_unique_within_a_group_and_across(a
     assert app.run_books() == 4  # open, and the three placed: each sent once, in order
 
 
+def test_an_order_drafted_before_gate_closure_and_written_after_it_is_refused(app: App) -> None:
+    """The group is drafted before it waits for the write lock; gate closure can pass in
+    between. The order is refused then, not accepted for its book to expire it."""
+    from contextlib import contextmanager
+    from datetime import timedelta
+
+    from prosum_orderbook.application.entry import OrderEntry
+    from tests.integration.orderbook.app import SCHEDULE
+
+    app.fund("seller", energy_wh=10_000)
+    app.place("seller", "sell", 1_000, "240")  # opens the market
+    gate_closure = SCHEDULE.window(MARKET).gate_closure
+    app.clock.now = gate_closure - timedelta(milliseconds=1)
+
+    @contextmanager
+    def late() -> Iterator[Any]:
+        app.clock.now = gate_closure  # passes while the group waits for the write lock
+        with app.uow() as unit:
+            yield unit
+
+    entry = OrderEntry(
+        late,
+        SCHEDULE,
+        app.entry._defaults,
+        app.clock,
+        lambda: str(uuid.uuid4()),
+        reading=app.entry._reading,
+    )
+    price = parse_price("240")
+    [outcome] = entry.place_many(
+        [(app.authority("seller"), NewOrder(MARKET, "sell", price, 1_000, "gtc", None))]
+    )
+    assert isinstance(outcome, OrderRefused)
+    assert (outcome.status, outcome.reason) == (409, "market_closed")
+    assert app.account("seller").reserved_wh == 1_000, "the first order's reservation only"
+    assert len(app.rows(orders)) == 1
+
+
 def test_a_calendar_round_with_nothing_to_do_takes_no_write_transaction(app: App) -> None:
     from contextlib import contextmanager
 

@@ -324,5 +324,8 @@ def create_app(
         tracer_provider=platform.telemetry.tracer_provider,
         meter_provider=platform.telemetry.meter_provider,
         excluded_urls="health,ready",
+        # One server span a request: the ASGI "http send"/"http receive" child spans (two or
+        # three more a request) say nothing the server span does not.
+        exclude_spans=["receive", "send"],
     )
     return app

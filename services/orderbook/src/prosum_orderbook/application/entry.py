@@ -71,6 +71,7 @@ class _Draft:
     submission: Submission
     reservation: Reservation
     claim: ThresholdClaim
+    gate_closure: datetime
 
 
 class OrderRefused(Exception):
@@ -383,7 +384,7 @@ class OrderEntry:
             max_open_wh=authority.max_open_wh,
             max_value=authority.max_ecoin,
         )
-        return _Draft(order, submission, reservation, claim)
+        return _Draft(order, submission, reservation, claim, market.gate_closure)
 
     def _place_drafted(
         self,
@@ -398,6 +399,15 @@ class OrderEntry:
         if isinstance(draft, OrderRefused):
             raise draft
         order, reservation = draft.order, draft.reservation
+        if self._clock() >= draft.gate_closure:
+            # Gate closure passed between the draft and this transaction: refused here, not
+            # accepted only for the book to expire it.
+            raise OrderRefused(
+                409,
+                "market_closed",
+                f"market {order.market_id} closed at gate closure "
+                f"{format_timestamp(draft.gate_closure)}",
+            )
         key = (order.participant_id, order.client_order_id or "")
         if taken is not None and order.client_order_id is not None and key in taken:
             raise _duplicate_id(order.client_order_id)
