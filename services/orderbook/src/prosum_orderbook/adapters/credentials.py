@@ -51,6 +51,25 @@ _STATUS = sa.select(participant_status.c.status).where(
 )
 
 
+# Built once, with expanding IN lists: compiled once and cached, however many credentials a
+# group brings (the queries run inside order entry's write transaction).
+_REVOKED_ANY = sa.select(revocations.c.kind, revocations.c.credential_id).where(
+    sa.or_(
+        sa.and_(
+            revocations.c.kind == "threshold",
+            revocations.c.credential_id.in_(sa.bindparam("thresholds", expanding=True)),
+        ),
+        sa.and_(
+            revocations.c.kind == "device",
+            revocations.c.credential_id.in_(sa.bindparam("devices", expanding=True)),
+        ),
+    )
+)
+_STATUSES = sa.select(participant_status.c.participant_id, participant_status.c.status).where(
+    participant_status.c.participant_id.in_(sa.bindparam("participants", expanding=True))
+)
+
+
 def credential_refusal(
     conn: sa.Connection, threshold_id: str, device_id: str, participant_id: str
 ) -> str | None:
@@ -75,26 +94,12 @@ def credential_refusals(
     revoked: set[tuple[str, str]] = {
         (kind, credential_id)
         for kind, credential_id in conn.execute(
-            sa.select(revocations.c.kind, revocations.c.credential_id).where(
-                sa.or_(
-                    sa.and_(
-                        revocations.c.kind == "threshold",
-                        revocations.c.credential_id.in_(thresholds),
-                    ),
-                    sa.and_(
-                        revocations.c.kind == "device", revocations.c.credential_id.in_(devices)
-                    ),
-                )
-            )
+            _REVOKED_ANY, {"thresholds": thresholds, "devices": devices}
         )
     }
     # .all(): a result has keys() and would pass for a mapping with dict() itself.
     statuses: dict[str, str] = dict(
-        conn.execute(
-            sa.select(participant_status.c.participant_id, participant_status.c.status).where(
-                participant_status.c.participant_id.in_(sorted({p for _, _, p in wanted}))
-            )
-        ).all()
+        conn.execute(_STATUSES, {"participants": sorted({p for _, _, p in wanted})}).all()
     )
     out: dict[tuple[str, str, str], str | None] = {}
     for threshold_id, device_id, participant_id in wanted:
