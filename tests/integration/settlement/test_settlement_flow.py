@@ -3,6 +3,7 @@ outcomes, then instructions, batches, commands and events."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ from prosum_platform.domain import DomainRuleViolation
 from prosum_platform.eventstore import EventStore, create_store_engine
 from prosum_platform.eventstore.schema import outbox
 from prosum_platform.service.migrations import upgrade
-from prosum_settlement.adapters.store import unit_of_work
+from prosum_settlement.adapters.store import batches, unit_of_work
 from prosum_settlement.application import services
 from tests.support.identity_keys import IdentityStandIn
 
@@ -409,3 +410,78 @@ def test_a_batch_failing_naming_a_trade_it_does_not_hold_counts_as_without_a_cul
         assert services.open_batch(s, POLICY) is None
         [held] = s.instructions_by_id(["t0"])
     assert held.failures_without_culprit == POLICY.max_attempts
+
+
+def _settle_commands(store: EventStore) -> list[dict[str, Any]]:
+    return [m["data"] for m in outbox_messages(store) if m["type"] == "ledger.settle_trades"]
+
+
+def test_a_batch_without_an_outcome_is_sent_again_unchanged_and_settles_once(
+    store: EventStore,
+) -> None:
+    """A settle command the ledger never answered (dead-lettered, say) would leave its trades
+    batched for ever, and ``max_in_flight`` such batches would stop batching. It is sent
+    again, the same command, until an outcome comes back; the ledger's repeat of an outcome
+    it already gave changes nothing."""
+    uow = unit_of_work(store)
+    with uow() as s:
+        for n in range(3):
+            services.record_trade(s, trade(n))
+        batch = services.open_batch(s, POLICY)
+    assert batch is not None
+    with uow() as s:
+        assert services.resend_overdue(s, POLICY) == [], "not overdue within resend_after_s"
+    overdue = dataclasses.replace(POLICY, resend_after_s=0.0)
+    for round_ in (1, 2):
+        with uow() as s:
+            assert services.resend_overdue(s, overdue) == [batch]
+        with store.engine.connect() as conn:
+            resends = conn.execute(
+                sa.select(batches.c.resends).where(batches.c.batch_id == batch)
+            ).scalar_one()
+        assert resends == round_
+    first, *again = _settle_commands(store)
+    assert again == [first, first], "the same command id, fee account and trades"
+    assert first["command_id"] == f"settle-{batch}"
+
+    outcome = {
+        "command_id": f"settle-{batch}",
+        "tx_id": "0xabc",
+        "block": 7,
+        "settled_trades": ["t0", "t1", "t2"],
+    }
+    for _ in range(2):  # the outcome, then the ledger's answer to a repeat
+        with uow() as s:
+            services.apply_batch_outcome(s, "ledger.command_confirmed", outcome, POLICY)
+    settled = [m for m in outbox_messages(store) if m["type"] == "settlement.trade_settled"]
+    assert sorted(m["data"]["trade_id"] for m in settled) == ["t0", "t1", "t2"]
+    with uow() as s:
+        assert services.resend_overdue(s, overdue) == [], "an ended batch is not sent again"
+    late_failure = {
+        "command_id": f"settle-{batch}",
+        "reason": "insufficient_energy",
+        "chain_message": "too late",
+        "trade_id": "t1",
+    }
+    with uow() as s:
+        services.apply_batch_outcome(s, "ledger.command_failed", late_failure, POLICY)
+        assert s.instruction("t1").status.value == "settled"  # type: ignore[union-attr]
+    assert not [m for m in outbox_messages(store) if m["type"] == "settlement.trade_failed"]
+
+
+def test_a_batch_recorded_before_commands_were_kept_is_sent_again_from_its_trades(
+    store: EventStore,
+) -> None:
+    uow = unit_of_work(store)
+    with uow() as s:
+        for n in range(2):
+            services.record_trade(s, trade(n))
+        batch = services.open_batch(s, POLICY)
+    with store.engine.begin() as conn:  # as migration settlement_0004 leaves an older row
+        conn.execute(batches.update().values(command=None))
+    with uow() as s:
+        assert services.resend_overdue(s, dataclasses.replace(POLICY, resend_after_s=0.0)) == [
+            batch
+        ]
+    first, again = _settle_commands(store)
+    assert again == first

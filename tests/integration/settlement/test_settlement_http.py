@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -285,3 +286,45 @@ def test_ready_reports_the_fee_account_until_it_is_active(
     identity.apply(platform.store, [identity.status_event("operator", "activated")])  # type: ignore[attr-defined]
     fee = client.get("/ready").json()["checks"]["fee_account"]
     assert fee == {"ok": True, "participant_id": "operator", "status": "active", "active": True}
+
+
+def test_ops_see_the_batches_and_ready_reports_those_the_ledger_has_not_answered(
+    app: tuple[TestClient, object], identity: IdentityStandIn
+) -> None:
+    client, platform = app
+    with unit_of_work(platform.store)() as s:  # type: ignore[attr-defined]
+        for n in range(2):
+            services.record_trade(
+                s,
+                {
+                    "trade_id": f"t{n}",
+                    "market_id": "m-1",
+                    "delivery_start": "2026-11-22T10:00:00Z",
+                    "seller": "alice",
+                    "buyer": "carol",
+                    "quantity_wh": 1_000,
+                    "value_ecoin": 250,
+                    "fee_ecoin": 3,
+                },
+            )
+        batch = services.open_batch(s, services.BatchPolicy(window_s=0.0))
+    listing = client.get("/batches", params={"status": "submitted"}, headers=identity.ops())
+    assert listing.status_code == 200, listing.text
+    [found] = listing.json()
+    assert (found["batch_id"], found["trade_ids"], found["resends"]) == (batch, ["t0", "t1"], 0)
+    assert "command" not in found
+    assert client.get("/batches", headers=identity.participant("alice")).status_code == 403
+    report = client.get("/ready").json()["checks"]["batches"]
+    assert (report["ok"], report["awaiting_outcome"], report["overdue"]) == (True, 1, 0)
+    assert "warning" not in report
+
+    with platform.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(  # sent two hours ago, and never answered
+            sa.text("UPDATE settlement_batches SET created_at = :at"),
+            {"at": datetime.now(UTC) - timedelta(hours=2)},
+        )
+    ready = client.get("/ready")
+    assert ready.status_code == 200, "reported, not a reason to take settlement out of service"
+    report = ready.json()["checks"]["batches"]
+    assert (report["overdue"], report["oldest_s"] > 7000) == (1, True)
+    assert batch in report["warning"]

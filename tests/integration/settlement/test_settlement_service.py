@@ -260,3 +260,78 @@ async def test_killing_the_ledger_adapter_mid_batch_settles_every_trade_once(
     assert set(counts) == {t.data["trade_id"] for t in sent}
     assert set(counts.values()) == {1}
     assert_on_chain_once(deployment, sent, sellers, buyers)
+
+
+async def _skip_to_the_end(kafka: KafkaConfig, group: str, topic: str) -> None:
+    """Move a consumer group past everything on ``topic``: what an operator resetting its
+    offsets to the latest does, and so a stand-in for outcomes lost to the group."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])  # a member of the group: the broker takes its commits
+        for _ in range(100):
+            await consumer.getmany(timeout_ms=100)
+            if consumer.assignment():
+                break
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        assert tps, f"never joined {group}"
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
+async def test_a_batch_whose_outcome_never_reached_settlement_is_sent_again_and_settles_once(
+    deployment: Deployment, kafka: KafkaConfig
+) -> None:
+    """Settlement sends a batch and stops; the ledger settles it and publishes the outcome;
+    settlement's consumer group is then moved past it. Restarted, settlement sends the batch
+    again and the ledger answers with the outcome it gave: every trade settles, once, and the
+    chain moved each once."""
+    ledger = deployment.start("ledger")
+    ledger.ready()
+    sellers, buyers = await onboard(kafka, deployment)
+    ledger.stop()
+    settlement = deployment.start("settlement")
+    settlement.ready()
+    sent = trades(deployment, sellers, buyers, 8)  # one batch (at most 10 trades)
+    async with TopicReader(kafka, LEDGER_COMMANDS) as commands:
+        await publish(kafka, ORDERBOOK_EVENTS, sent)
+        [command] = await commands.wait_for(
+            lambda r: json.loads(r.value)["type"] == "ledger.settle_trades", timeout=60
+        )
+    batch_command = json.loads(command.value)["data"]["command_id"]
+    settlement.stop()
+    async with TopicReader(kafka, LEDGER_EVENTS) as events:
+        deployment.start("ledger").ready()
+        await events.wait_for(
+            lambda r: (
+                json.loads(r.value)["type"] == "ledger.command_confirmed"
+                and json.loads(r.value)["data"]["command_id"] == batch_command
+            ),
+            timeout=60,
+        )
+    await _skip_to_the_end(kafka, "settlement-ledger", LEDGER_EVENTS)
+
+    deployment.start("settlement", PROSUM_SETTLEMENT_BATCH_RESEND_S="2").ready()
+    counts = await settle_all(kafka, deployment, sent)
+    assert set(counts) == {t.data["trade_id"] for t in sent}
+    assert set(counts.values()) == {1}
+    assert_on_chain_once(deployment, sent, sellers, buyers)
+    async with TopicReader(kafka, LEDGER_EVENTS) as events:
+        await events.wait_for(lambda r: False, timeout=1.0)
+        outcomes = [
+            json.loads(r.value)
+            for r in events.records
+            if json.loads(r.value)["data"].get("command_id") == batch_command
+            and json.loads(r.value)["type"] != "ledger.balance_changed"
+        ]
+    # The outcome, then the same outcome for each time the batch was sent again (more than once
+    # when an answer took longer than the 2 s resend period).
+    assert len(outcomes) >= 2
+    assert {o["type"] for o in outcomes} == {"ledger.command_confirmed"}
+    assert all(o["data"] == outcomes[0]["data"] for o in outcomes)

@@ -145,6 +145,87 @@ def test_a_repeated_command_is_not_executed_again(
     assert len(log.outcomes("topup-1")) == 1
 
 
+def _settle(log: FakeCommandLog, command_id: str, energy_wh: int) -> Any:
+    with log.unit() as unit:
+        return accept_command(
+            unit,
+            CommandKind.SETTLE_TRADES,
+            {
+                "command_id": command_id,
+                "fee_account": "operator",
+                "trades": [
+                    {
+                        "trade_id": f"t-{command_id}",
+                        "seller": "seller",
+                        "buyer": "buyer",
+                        "energy_wh": energy_wh,
+                        "ecoin": 400,
+                        "fee_ecoin": 4,
+                    }
+                ],
+            },
+            "settlement",
+            "memory",
+        )
+
+
+def test_a_settle_command_sent_again_after_it_ended_gets_its_outcome_again(
+    log: FakeCommandLog, chain: InMemoryChain
+) -> None:
+    """Settlement sends a batch again when its outcome did not come back; the answer is the
+    same outcome, and the chain is not asked twice."""
+    for name in ("seller", "buyer", "operator"):
+        onboard(log, name, producer=name == "seller")
+    send(
+        log,
+        CommandKind.MINT_ENERGY,
+        command_id="mint-1",
+        participant_id="seller",
+        amount_wh=5000,
+        evidence_hash=HASH,
+    )
+    send(log, CommandKind.MINT_ECOIN, command_id="topup-1", participant_id="buyer", amount=10_000)
+    executor = CommandExecutor(log.unit, chain)
+    executor.run_open()
+    assert _settle(log, "settle-ok", 2000).accepted
+    assert _settle(log, "settle-short", 9000).accepted  # more energy than the seller has
+    again = _settle(log, "settle-ok", 2000)
+    assert (again.accepted, again.reason) == (False, "duplicate"), "still open: nothing said"
+    assert log.outcomes("settle-ok") == []
+    executor.run_open()
+    first_ok, first_short = log.outcomes("settle-ok"), log.outcomes("settle-short")
+    balances_published = len([e for e in log.published if e[0] == BALANCE_CHANGED])
+
+    for command_id, energy in (("settle-ok", 2000), ("settle-short", 9000)):
+        again = _settle(log, command_id, energy)
+        assert (again.accepted, again.reason) == (False, "duplicate_outcome_published_again")
+    assert executor.run_open() == 0, "nothing executed again"
+    assert chain.balances("buyer").energy_wh == 2000
+    assert log.outcomes("settle-ok") == first_ok * 2
+    assert log.outcomes("settle-short") == first_short * 2
+    [(kind, data)] = first_ok
+    assert (kind, data["settled_trades"], data["backend"]) == (CONFIRMED, ["t-settle-ok"], "memory")
+    assert first_short[0][0] == FAILED
+    assert len([e for e in log.published if e[0] == BALANCE_CHANGED]) == balances_published
+
+
+def test_other_commands_sent_again_after_they_ended_get_nothing(
+    log: FakeCommandLog, chain: InMemoryChain
+) -> None:
+    onboard(log, "buyer")
+    send(log, CommandKind.MINT_ECOIN, command_id="topup-1", participant_id="buyer", amount=5)
+    CommandExecutor(log.unit, chain).run_open()
+    with log.unit() as unit:
+        again = accept_command(
+            unit,
+            CommandKind.MINT_ECOIN,
+            {"command_id": "topup-1", "participant_id": "buyer", "amount": 5},
+            "settlement",
+        )
+    assert (again.accepted, again.reason) == (False, "duplicate")
+    assert len(log.outcomes("topup-1")) == 1
+
+
 def test_a_command_id_reused_for_another_request_is_refused(log: FakeCommandLog) -> None:
     with log.unit() as unit:
         first = accept_command(

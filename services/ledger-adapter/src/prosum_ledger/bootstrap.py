@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 EXECUTOR_LEASE = "ledger-executor"
 
 
-def _accept(kind: CommandKind) -> EventHandler:
+def _accept(kind: CommandKind, backend: str) -> EventHandler:
     def handle(envelope: Envelope, tx: Transaction) -> None:
-        outcome = accept_command(SqlCommandLog(tx), kind, envelope.data, envelope.source)
+        outcome = accept_command(SqlCommandLog(tx), kind, envelope.data, envelope.source, backend)
         if not outcome.accepted:
             log.info(
                 "ledger: command %s not queued: %s", envelope.data["command_id"], outcome.reason
@@ -44,7 +44,8 @@ def build(platform: Platform) -> ServiceParts:
     backend = build_backend(
         settings, platform.settings.runtime.environment, platform.settings.runtime.data_dir
     )
-    handlers = {kind.value: _accept(kind) for kind in CommandKind}
+    backend_name = backend.name if backend is not None else "none"
+    handlers = {kind.value: _accept(kind, backend_name) for kind in CommandKind}
     parts = ServiceParts(
         consumers=[
             ConsumerSpec(

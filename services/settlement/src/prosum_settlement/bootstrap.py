@@ -23,6 +23,7 @@ from prosum_platform.eventstore import Transaction, retry_on_conflict
 from prosum_platform.faults import crash_point
 from prosum_platform.messaging import Subscription
 from prosum_platform.service import ConsumerSpec, Platform, ServiceDefinition, ServiceParts
+from prosum_settlement.adapters import queries
 from prosum_settlement.adapters.settings import SettlementSettings
 from prosum_settlement.adapters.store import SqlSettlementStore, tables, unit_of_work
 from prosum_settlement.application import services
@@ -41,6 +42,7 @@ def build(platform: Platform) -> ServiceParts:
         max_in_flight=settings.batches_in_flight,
         max_attempts=settings.max_attempts,
         fee_account=settings.fee_account,
+        resend_after_s=settings.batch_resend_s,
     )
     trust = SqlTrustStore(platform.engine)
     verifier = TokenVerifier(trust.keys, trust)
@@ -80,11 +82,17 @@ def build(platform: Platform) -> ServiceParts:
 
     async def batcher() -> None:
         holder = f"{socket.gethostname()}:{os.getpid()}"
+        # Overdue batches are looked for a few times per resend period, at most once a second.
+        resend_every = max(1.0, policy.resend_after_s / 4)
+        last_resend = time.monotonic()
         while True:
             try:
                 if await anyio.to_thread.run_sync(
                     platform.store.acquire_lease, BATCHER_LEASE, holder, timedelta(seconds=15)
                 ):
+                    if time.monotonic() - last_resend >= resend_every:
+                        last_resend = time.monotonic()
+                        await anyio.to_thread.run_sync(lambda: retry_on_conflict(resend))
                     batch = await anyio.to_thread.run_sync(lambda: retry_on_conflict(open_one))
                     if batch is not None:
                         crash_point("settlement.after_batch")
@@ -96,6 +104,10 @@ def build(platform: Platform) -> ServiceParts:
     def open_one() -> str | None:
         with uow() as store:
             return services.open_batch(store, policy, fee_watch)
+
+    def resend() -> list[str]:
+        with uow() as store:
+            return services.resend_overdue(store, policy)
 
     async def fee_account_at_startup() -> None:
         try:
@@ -113,6 +125,13 @@ def build(platform: Platform) -> ServiceParts:
         except Exception as exc:
             return True, {"participant_id": settings.fee_account, "error": str(exc)}
         return True, services.fee_account_report(settings.fee_account, status)
+
+    async def batches_ready() -> tuple[bool, dict[str, Any]]:
+        # Reported, not required: a batch overdue is the ledger's trouble, and it is sent again.
+        report = await anyio.to_thread.run_sync(
+            queries.batch_health, platform.engine, policy.resend_after_s
+        )
+        return True, report
 
     async def reconciler() -> None:
         if settings.reconcile_every_s == 0:
@@ -158,7 +177,7 @@ def build(platform: Platform) -> ServiceParts:
             ),
             ConsumerSpec("settlement-identity", Subscription((IDENTITY_EVENTS,), trust_handlers())),
         ],
-        readiness={"fee_account": fee_account_ready},
+        readiness={"fee_account": fee_account_ready, "batches": batches_ready},
         background=[fee_account_at_startup, batcher, reconciler],
         info={"fee_account": settings.fee_account},
     )

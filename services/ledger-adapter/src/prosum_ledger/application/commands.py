@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prosum_ledger.application.ports import ChainBackend
-from prosum_ledger.domain.commands import CommandFailed, CommandKind, LedgerCommand
+from prosum_ledger.domain.commands import (
+    CommandConfirmed,
+    CommandFailed,
+    CommandKind,
+    LedgerCommand,
+)
 from prosum_ledger.domain.model import (
     LedgerError,
     Permission,
@@ -58,14 +63,25 @@ class Acceptance:
 
 
 def accept_command(
-    log_: CommandLog, kind: CommandKind, payload: dict[str, Any], requested_by: str
+    log_: CommandLog,
+    kind: CommandKind,
+    payload: dict[str, Any],
+    requested_by: str,
+    backend: str = "none",
 ) -> Acceptance:
-    """Record a command for execution. A repeat of a known command id changes nothing; a
-    different request reusing a known command id is refused with an outcome saying so."""
+    """Record a command for execution. A repeat of a known command id is not executed again; a
+    different request reusing a known command id is refused.
+
+    A repeat of a settle command that has ended gets its outcome published again: settlement
+    sends a batch again when no outcome came back (one it could not take, say), and this is
+    its answer. The other commands' senders never repeat one, and get nothing."""
     command_id = payload["command_id"]
     existing = log_.get(command_id)
     if existing is not None:
         if existing.is_same_request(payload):
+            if existing.finished and existing.kind is CommandKind.SETTLE_TRADES:
+                log_.publish(*outcome_event(existing, backend))
+                return Acceptance(False, "duplicate_outcome_published_again")
             return Acceptance(False, "duplicate")
         log.warning("ledger: command id %s reused for a different request", command_id)
         return Acceptance(False, "conflicting_duplicate")
@@ -101,6 +117,32 @@ def _trades(payload: dict[str, Any]) -> list[SettlementTrade]:
         )
         for t in payload["trades"]
     ]
+
+
+def outcome_event(command: LedgerCommand, backend: str) -> tuple[str, str, dict[str, Any]]:
+    """The outcome event of an ended command: (type, subject, data)."""
+    if isinstance(command.outcome, CommandFailed):
+        return FAILED, command.id, _failed_data(command, backend)
+    return CONFIRMED, command.id, _confirmed_data(command, backend)
+
+
+def _confirmed_data(command: LedgerCommand, backend: str) -> dict[str, Any]:
+    outcome = command.outcome
+    assert isinstance(outcome, CommandConfirmed)
+    data: dict[str, Any] = {
+        "command_id": command.id,
+        "command_type": command.kind.value if command.kind else "",
+        "backend": backend,
+        "tx_id": outcome.tx_id,
+        "block": outcome.block,
+        "fee": outcome.fee,
+    }
+    if command.kind is CommandKind.SETTLE_TRADES:
+        data["settled_trades"] = list(outcome.settled)
+        data["already_settled"] = list(outcome.already_settled)
+    if "participant_id" in command.payload:
+        data["participant_id"] = command.payload["participant_id"]
+    return data
 
 
 def _failed_data(command: LedgerCommand, backend: str) -> dict[str, Any]:
@@ -287,20 +329,7 @@ class CommandExecutor:
                 reconciled=reconciled,
             )
             log_.save(command)
-            data: dict[str, Any] = {
-                "command_id": command_id,
-                "command_type": command.kind.value if command.kind else "",
-                "backend": self._backend.name,
-                "tx_id": receipt.tx_id,
-                "block": receipt.block,
-                "fee": receipt.fee,
-            }
-            if command.kind is CommandKind.SETTLE_TRADES:
-                data["settled_trades"] = list(execution.settled)
-                data["already_settled"] = list(execution.already_settled)
-            if "participant_id" in command.payload:
-                data["participant_id"] = command.payload["participant_id"]
-            log_.publish(CONFIRMED, command_id, data)
+            log_.publish(*outcome_event(command, self._backend.name))
             for participant, energy, ecoin in balances:
                 log_.publish(
                     BALANCE_CHANGED,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from prosum_settlement.adapters.store import balances, batches, funds, instructions, reconciliations
+from prosum_settlement.adapters.store import (
+    as_utc,
+    balances,
+    batches,
+    funds,
+    instructions,
+    reconciliations,
+)
 
 
 def _rows(engine: Engine, query: Any) -> list[dict[str, Any]]:
@@ -51,7 +59,35 @@ def list_batches(engine: Engine, status: str | None, limit: int) -> list[dict[st
     rows = _rows(engine, query)
     for row in rows:
         row["trade_ids"] = orjson.loads(row["trade_ids"])
+        row.pop("command", None)  # the trades again, in the ledger's terms
     return rows
+
+
+def batch_health(engine: Engine, resend_after_s: float) -> dict[str, Any]:
+    """What ``/ready`` says of the batches awaiting the ledger: how many, the oldest, and
+    those older than the resend period (sent again, still without an outcome)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(batches.c.batch_id, batches.c.created_at, batches.c.resends).where(
+                batches.c.status == "submitted"
+            )
+        ).all()
+    now = datetime.now(UTC)
+    ages = {batch_id: (now - as_utc(created)).total_seconds() for batch_id, created, _ in rows}
+    overdue = sorted(b for b, age in ages.items() if age > resend_after_s)
+    report: dict[str, Any] = {
+        "awaiting_outcome": len(rows),
+        "oldest_s": round(max(ages.values()), 1) if ages else None,
+        "overdue": len(overdue),
+        "resends": sum(resends for _, _, resends in rows),
+    }
+    if overdue:
+        report["warning"] = (
+            f"{len(overdue)} batch(es) have waited over {resend_after_s:.0f} s for the ledger's "
+            f"outcome and are being sent again (e.g. {overdue[0]}): is the ledger adapter "
+            "running, and its consumer not dead-lettering settle commands?"
+        )
+    return report
 
 
 def list_funds(

@@ -13,6 +13,12 @@ class SettlementSettings(BaseSettings):
     batch_window_ms: int = Field(default=200, ge=10, le=60_000)
     batches_in_flight: int = Field(default=4, ge=1, le=64)
     max_attempts: int = Field(default=5, ge=1, le=50)
+    batch_resend_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=86_400.0,
+        description="a batch without an outcome from the ledger this long is sent again",
+    )
     fee_account: str = Field(
         default="operator", description="participant id of the operator's fee account"
     )

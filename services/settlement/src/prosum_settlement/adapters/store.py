@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from prosum_contracts import Envelope
 from prosum_platform.codec import EventCodec
 from prosum_platform.eventstore import EventStore, Repository, Transaction
 from prosum_platform.eventstore.bulk import BulkStatement
-from prosum_settlement.application.ports import BalanceView, SettlementStore
+from prosum_settlement.application.ports import BalanceView, OverdueBatch, SettlementStore
 from prosum_settlement.domain.model import SETTLEMENT_EVENTS, FundsRequest, Instruction
 
 SOURCE = "settlement"
@@ -66,7 +66,13 @@ batches = Table(
     Column("failed_trade_id", String(128), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The ledger command as sent (JSON), when it was last sent, and how often it was sent
+    # again for want of an outcome.
+    Column("command", Text, nullable=True),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("resends", Integer, nullable=False, server_default="0"),
     Index("ix_settlement_batches_status", "status"),
+    Index("ix_settlement_batches_status_sent", "status", "sent_at"),
 )
 
 funds = Table(
@@ -118,6 +124,11 @@ for _table in auth_tables.tables.values():
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _UPDATE_BALANCE = BulkStatement.update(
@@ -232,7 +243,9 @@ class SqlSettlementStore(SettlementStore):
         ).first()
         return list(orjson.loads(row[0])) if row else []
 
-    def record_batch(self, batch_id: str, trade_ids: Sequence[str]) -> None:
+    def record_batch(
+        self, batch_id: str, trade_ids: Sequence[str], command: dict[str, Any]
+    ) -> None:
         now = _now()
         self._conn.execute(
             batches.insert().values(
@@ -241,6 +254,52 @@ class SqlSettlementStore(SettlementStore):
                 trade_ids=orjson.dumps(list(trade_ids)).decode(),
                 trades=len(trade_ids),
                 created_at=now,
+                updated_at=now,
+                command=orjson.dumps(command).decode(),
+                sent_at=now,
+                resends=0,
+            )
+        )
+
+    def batch_status(self, batch_id: str) -> str | None:
+        status: str | None = self._conn.execute(
+            sa.select(batches.c.status).where(batches.c.batch_id == batch_id)
+        ).scalar()
+        return status
+
+    def overdue_batches(self, older_than_s: float) -> list[OverdueBatch]:
+        cutoff = _now() - timedelta(seconds=older_than_s)
+        rows = self._conn.execute(
+            sa.select(
+                batches.c.batch_id,
+                batches.c.command,
+                batches.c.resends,
+                batches.c.sent_at,
+                batches.c.created_at,
+            )
+            .where(batches.c.status == "submitted", batches.c.sent_at < cutoff)
+            .order_by(batches.c.created_at)
+        )
+        return [
+            OverdueBatch(
+                batch_id,
+                orjson.loads(command) if command is not None else None,
+                resends,
+                as_utc(sent_at),
+                as_utc(created_at),
+            )
+            for batch_id, command, resends, sent_at, created_at in rows
+        ]
+
+    def batch_resent(self, batch_id: str, command: dict[str, Any]) -> None:
+        now = _now()
+        self._conn.execute(
+            batches.update()
+            .where(batches.c.batch_id == batch_id)
+            .values(
+                command=orjson.dumps(command).decode(),
+                sent_at=now,
+                resends=batches.c.resends + 1,
                 updated_at=now,
             )
         )

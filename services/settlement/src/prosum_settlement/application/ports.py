@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from prosum_settlement.domain.model import FundsRequest, Instruction
@@ -16,6 +17,17 @@ class BalanceView:
     energy_wh: int
     ecoin: int
     block: int
+
+
+@dataclass(frozen=True)
+class OverdueBatch:
+    """A batch sent to the ledger whose outcome has not come back."""
+
+    batch_id: str
+    command: dict[str, Any] | None  # None: recorded before commands were kept
+    resends: int
+    sent_at: datetime
+    created_at: datetime
 
 
 class SettlementStore(Protocol):
@@ -35,7 +47,19 @@ class SettlementStore(Protocol):
 
     def batch_trade_ids(self, batch_id: str) -> list[str]: ...
 
-    def record_batch(self, batch_id: str, trade_ids: Sequence[str]) -> None: ...
+    def record_batch(
+        self, batch_id: str, trade_ids: Sequence[str], command: dict[str, Any]
+    ) -> None: ...
+
+    def batch_status(self, batch_id: str) -> str | None:
+        """``submitted``, ``confirmed`` or ``failed``; None for an unknown batch."""
+        ...
+
+    def overdue_batches(self, older_than_s: float) -> list[OverdueBatch]:
+        """Batches still submitted, last sent more than ``older_than_s`` ago, oldest first."""
+        ...
+
+    def batch_resent(self, batch_id: str, command: dict[str, Any]) -> None: ...
 
     def close_batch(
         self,

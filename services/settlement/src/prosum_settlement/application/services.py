@@ -28,6 +28,9 @@ class BatchPolicy:
     max_in_flight: int = 4
     max_attempts: int = 5
     fee_account: str = "operator"
+    # A batch without an outcome this long after it was sent is sent again (same command id:
+    # the ledger executes it once, and answers a repeat of an ended command with its outcome).
+    resend_after_s: float = 60.0
 
 
 def fee_account_report(fee_account: str, status: str | None) -> dict[str, Any]:
@@ -146,12 +149,22 @@ def open_batch(
             f"building a batch of {len(pending)} trades",
         )
     batch_id = uuid.uuid4().hex
-    trades = []
-    trade_ids = []
     for instruction in pending:
         instruction.batch(batch_id)
-        trade_ids.append(instruction.id)
-        trades.append(
+    command = _settle_command(batch_id, pending, policy.fee_account)
+    store.save_instructions(pending)
+    store.record_batch(batch_id, [instruction.id for instruction in pending], command)
+    store.publish("ledger.settle_trades", BATCH_KEY, command)
+    return batch_id
+
+
+def _settle_command(
+    batch_id: str, instructions: Sequence[Instruction], fee_account: str
+) -> dict[str, Any]:
+    return {
+        "command_id": SETTLE_PREFIX + batch_id,
+        "fee_account": fee_account,
+        "trades": [
             {
                 "trade_id": instruction.id,
                 "seller": instruction.seller,
@@ -160,19 +173,39 @@ def open_batch(
                 "ecoin": instruction.value_ecoin,
                 "fee_ecoin": instruction.fee_ecoin,
             }
+            for instruction in instructions
+        ],
+    }
+
+
+def resend_overdue(store: SettlementStore, policy: BatchPolicy) -> list[str]:
+    """Send again, unchanged, every batch whose outcome has not come back within
+    ``policy.resend_after_s``; returns their ids.
+
+    The outbox delivers a command at least once, but a command the ledger could not take (dead
+    lettered, or lost with a restored database) or an outcome settlement could not take would
+    leave the batch's trades waiting for ever, and after ``max_in_flight`` such batches no batch
+    would be sent at all. A repeat is safe: the ledger executes a command id once, ignores a
+    repeat of a command still running, and answers a repeat of an ended one with its outcome.
+    """
+    resent = []
+    for overdue in store.overdue_batches(policy.resend_after_s):
+        command = overdue.command
+        if command is None:  # recorded before commands were kept: rebuilt from its trades
+            trades = store.instructions_by_id(store.batch_trade_ids(overdue.batch_id))
+            command = _settle_command(overdue.batch_id, trades, policy.fee_account)
+        log.warning(
+            "settlement: batch %s (%d trades) has had no outcome from the ledger since %s; "
+            "sending it again (%d times so far)",
+            overdue.batch_id,
+            len(command["trades"]),
+            overdue.sent_at.isoformat(),
+            overdue.resends + 1,
         )
-    store.save_instructions(pending)
-    store.record_batch(batch_id, trade_ids)
-    store.publish(
-        "ledger.settle_trades",
-        BATCH_KEY,
-        {
-            "command_id": SETTLE_PREFIX + batch_id,
-            "fee_account": policy.fee_account,
-            "trades": trades,
-        },
-    )
-    return batch_id
+        store.batch_resent(overdue.batch_id, command)
+        store.publish("ledger.settle_trades", BATCH_KEY, command)
+        resent.append(overdue.batch_id)
+    return resent
 
 
 def _trade_data(instruction: Instruction, batch_id: str) -> dict[str, Any]:
@@ -191,6 +224,11 @@ def apply_batch_outcome(
     store: SettlementStore, event_type: str, data: dict[str, Any], policy: BatchPolicy
 ) -> None:
     batch_id = data["command_id"].removeprefix(SETTLE_PREFIX)
+    if store.batch_status(batch_id) != "submitted":
+        # Unknown, or its outcome was applied already: the ledger answers a batch sent again
+        # after it ended with the same outcome once more.
+        log.info("settlement: outcome of batch %s not awaited; ignored", batch_id)
+        return
     batch = store.instructions_by_id(store.batch_trade_ids(batch_id))
     changed: list[Instruction] = []
     events: list[tuple[str, str, dict[str, Any]]] = []
