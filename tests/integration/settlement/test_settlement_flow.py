@@ -278,8 +278,16 @@ def test_top_up_request_approval_and_mint_outcome(store: EventStore) -> None:
     )
 
 
+def _balance(uow: Any, participant: str, ecoin: int, block: int) -> None:
+    with uow() as s:
+        services.record_balance(
+            s, {"participant_id": participant, "energy_wh": 0, "ecoin": ecoin, "block": block}
+        )
+
+
 def test_a_payout_is_burned_then_paid(store: EventStore) -> None:
     uow = unit_of_work(store)
+    _balance(uow, "s", 1_000, 3)
     with uow() as s:
         funds, _ = services.request_funds(s, "payout", "s", 700, "IBAN DE00 1234")
     with pytest.raises(DomainRuleViolation), uow() as s:
@@ -485,3 +493,48 @@ def test_a_batch_recorded_before_commands_were_kept_is_sent_again_from_its_trade
         ]
     first, again = _settle_commands(store)
     assert again == first
+
+
+def test_payouts_together_never_ask_for_more_than_the_balance(store: EventStore) -> None:
+    """Each payout is counted against the balance with the participant's other payouts not yet
+    burned (or burned after the balance held): asked for, at approval, and until the balance
+    shows the burn."""
+    uow = unit_of_work(store)
+
+    def ask(amount: int, reference: str) -> Any:
+        with uow() as s:
+            return services.request_funds(s, "payout", "p", amount, reference)[0]
+
+    def refused(call: Any) -> str:
+        with pytest.raises(DomainRuleViolation) as caught, uow() as s:
+            call(s)
+        return caught.value.reason
+
+    assert refused(lambda s: services.request_funds(s, "payout", "p", 1, "r0")) == (
+        "insufficient_ecoin"
+    ), "no balance known yet"
+    _balance(uow, "p", 500, 4)
+    first = ask(400, "r1")
+    assert refused(lambda s: services.request_funds(s, "payout", "p", 200, "r2")) == (
+        "insufficient_ecoin"
+    )
+    second = ask(100, "r2")
+    with uow() as s:
+        services.decide_funds(s, first.id, "ops", approve=True)
+    _balance(uow, "p", 450, 5)  # a trade paid 50 since: 400 + 100 no longer fit
+    assert refused(lambda s: services.decide_funds(s, second.id, "ops", approve=True)) == (
+        "insufficient_ecoin"
+    )
+    with uow() as s:
+        services.decide_funds(s, second.id, "ops", approve=False, reason="does not fit")
+        services.apply_funds_outcome(
+            s,
+            "ledger.command_confirmed",
+            {"command_id": f"payout-{first.id}", "tx_id": "0x9", "block": 9},
+        )
+    # Burned in block 9; the balance held is still from block 5: the 400 still count.
+    assert refused(lambda s: services.request_funds(s, "payout", "p", 100, "r3")) == (
+        "insufficient_ecoin"
+    )
+    _balance(uow, "p", 50, 9)  # the burn, in the balance: counted once, not twice
+    assert ask(50, "r3").status.value == "requested"

@@ -207,6 +207,16 @@ def test_a_payout_needs_the_balance_and_is_burned_then_paid(
         headers=identity.participant("alice"),
     )
     request_id = created.json()["request_id"]
+    second = client.post(
+        "/payouts",
+        json={"amount": 200, "reference": "IBAN-2"},
+        headers=identity.participant("alice"),
+    )
+    assert (second.status_code, second.json()["detail"]["reason"]) == (
+        409,
+        "insufficient_ecoin",
+    ), "400 of the 500 are asked for already"
+    assert "400" in second.json()["detail"]["message"]
     client.post(f"/payouts/{request_id}/approve", headers=identity.ops())
     assert [m["data"]["amount"] for m in sent(platform) if m["type"] == "ledger.burn_ecoin"] == [
         400

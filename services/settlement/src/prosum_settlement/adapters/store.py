@@ -86,12 +86,14 @@ funds = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=True),
     Column("tx_id", String(128), nullable=True),
+    Column("block", BigInteger, nullable=True),  # of the mint or burn
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint(
         "kind", "participant_id", "reference", name="uq_settlement_funds_reference"
     ),
     Index("ix_settlement_funds_status", "kind", "status"),
+    Index("ix_settlement_funds_participant", "participant_id", "kind"),
 )
 
 balances = Table(
@@ -368,6 +370,7 @@ class SqlSettlementStore(SettlementStore):
             "status": request.status.value,
             "reason": request.reason,
             "tx_id": request.tx_id,
+            "block": request.block,
             "updated_at": _now(),
         }
         if new:
@@ -398,6 +401,31 @@ class SqlSettlementStore(SettlementStore):
             r.participant_id: BalanceView(r.participant_id, r.energy_wh, r.ecoin, r.block)
             for r in rows
         }
+
+    def locked_balance(self, participant_id: str) -> BalanceView | None:
+        row = self._conn.execute(
+            sa.select(balances)
+            .where(balances.c.participant_id == participant_id)
+            .with_for_update()  # PostgreSQL; SQLite's transactions already take turns
+        ).first()
+        if row is None:
+            return None
+        return BalanceView(row.participant_id, row.energy_wh, row.ecoin, row.block)
+
+    def payouts_outstanding(
+        self, participant_id: str, reflected_block: int, excluding: str | None = None
+    ) -> int:
+        unburned = sa.or_(
+            funds.c.status.in_(("requested", "approved")),
+            # burned in a block the balance held does not reflect yet
+            sa.and_(funds.c.status.in_(("completed", "paid")), funds.c.block > reflected_block),
+        )
+        query = sa.select(sa.func.coalesce(sa.func.sum(funds.c.amount), 0)).where(
+            funds.c.kind == "payout", funds.c.participant_id == participant_id, unburned
+        )
+        if excluding is not None:
+            query = query.where(funds.c.request_id != excluding)
+        return int(self._conn.execute(query).scalar_one())
 
     def set_balances(self, changed: Sequence[BalanceView]) -> None:
         if not changed:

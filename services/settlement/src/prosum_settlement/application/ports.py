@@ -90,6 +90,17 @@ class SettlementStore(Protocol):
 
     def balances_of(self, participant_ids: Sequence[str]) -> dict[str, BalanceView]: ...
 
+    def locked_balance(self, participant_id: str) -> BalanceView | None:
+        """The participant's balance, its row locked until the transaction ends."""
+        ...
+
+    def payouts_outstanding(
+        self, participant_id: str, reflected_block: int, excluding: str | None = None
+    ) -> int:
+        """What the participant's payouts will still burn: those requested or approved, and
+        those burned after ``reflected_block``."""
+        ...
+
     def set_balances(self, changed: Sequence[BalanceView]) -> None:
         """Store many balances at once (each participant at most once)."""
         ...

@@ -299,6 +299,8 @@ def request_funds(
                 "reference_reused", f"reference {reference!r} was used for another request"
             )
         return existing, False
+    if kind == "payout":
+        _check_payout_headroom(store, participant_id, amount)
     funds = FundsRequest.request(uuid.uuid4().hex, kind, participant_id, amount, reference)
     store.save_funds(funds)
     store.publish(
@@ -314,6 +316,25 @@ def request_funds(
     return funds, True
 
 
+def _check_payout_headroom(
+    store: SettlementStore, participant_id: str, amount: int, excluding: str | None = None
+) -> None:
+    """Refuse a payout the participant's ecoin does not cover once its other payouts (asked
+    for, approved, or burned but not yet in the balance held) are counted. The balance row
+    is locked, so two payouts cannot both be counted against the same ecoin."""
+    balance = store.locked_balance(participant_id)
+    if balance is None:
+        raise DomainRuleViolation("insufficient_ecoin", "no ecoin balance is known for it yet")
+    outstanding = store.payouts_outstanding(participant_id, balance.block, excluding)
+    headroom = balance.ecoin - outstanding
+    if headroom < amount:
+        raise DomainRuleViolation(
+            "insufficient_ecoin",
+            f"the balance of {balance.ecoin} ecoin, less {outstanding} in other payouts not "
+            f"yet burned, does not cover {amount}",
+        )
+
+
 def decide_funds(
     store: SettlementStore, request_id: str, by: str, *, approve: bool, reason: str = ""
 ) -> FundsRequest:
@@ -321,6 +342,9 @@ def decide_funds(
     if funds is None:
         raise LookupError(request_id)
     if approve:
+        if funds.kind == "payout" and funds.status is RequestStatus.REQUESTED:
+            # Trades and other payouts may have used the balance since the request.
+            _check_payout_headroom(store, funds.participant_id, funds.amount, excluding=funds.id)
         command_id = funds.approve(by)
         kind = "ledger.mint_ecoin" if funds.kind == "topup" else "ledger.burn_ecoin"
         store.publish(

@@ -291,6 +291,7 @@ class FundsRequest(Aggregate):
         self.command_id: str | None = None
         self.reason: str | None = None
         self.tx_id: str | None = None
+        self.block: int | None = None
 
     @classmethod
     def request(
@@ -362,6 +363,7 @@ class FundsRequest(Aggregate):
             self.status, self.reason = RequestStatus.REJECTED, event.reason
         elif isinstance(event, FundsMoved):
             self.status, self.tx_id = RequestStatus.COMPLETED, event.tx_id
+            self.block = event.block
         elif isinstance(event, FundsFailed):
             self.status, self.reason = RequestStatus.FAILED, event.reason
         elif isinstance(event, PayoutPaid):

@@ -153,10 +153,6 @@ def build_router(
             raise problem(422, "amount_out_of_range", f"at most {settings_max} ecoin per request")
         if participant_status(participant) != "active":
             raise problem(403, "participant_not_active", f"participant {participant} is not active")
-        if kind == "payout":
-            held = queries.get_balance(engine, participant)
-            if held is None or held["ecoin"] < body.amount:
-                raise problem(409, "insufficient_ecoin", "the balance does not cover this payout")
 
         def run() -> tuple[Any, bool]:
             with uow() as store:
