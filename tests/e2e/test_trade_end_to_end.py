@@ -457,6 +457,20 @@ async def run_the_trade(
         timeout=20,
         logs=("orderbook", "settlement"),
     )
+
+    # The same run reconciled the order book's balances (those its cover checks use): clean too.
+    async def orderbook_reconciled() -> dict[str, Any] | None:
+        runs = expect(await clients.orderbook.get("/reconciliations", headers=clients.ops), 200)
+        return next((r for r in runs if r["run_id"] == run["run_id"]), None)
+
+    orderbook_run = await platform.eventually(
+        orderbook_reconciled,
+        f"the order book to reconcile run {run['run_id']}",
+        timeout=20,
+        logs=("orderbook", "ledger-adapter"),
+    )
+    assert orderbook_run["differences"] == [], orderbook_run
+    assert orderbook_run["checked"] >= len(expected), orderbook_run
     settled_by_id = {r["trade_id"]: r for r in instructions}
     for trade in settled_trades:
         assert (trade["tx_id"], trade["block"]) == (

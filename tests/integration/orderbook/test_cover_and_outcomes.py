@@ -399,3 +399,53 @@ def test_an_order_whose_command_never_reached_its_book_expires_at_gate_closure(a
     assert app.order(lost.order_id).status == "expired"
     assert app.account("seller").reserved_wh == 0
     app.check_books_balance()
+
+
+def test_the_balances_cover_checks_use_are_reconciled_with_the_chain(app: App) -> None:
+    """Settlement's reconciliation job has the ledger report chain balances; the order book
+    compares them with what it holds, keeps the result and publishes it, once per run."""
+    from prosum_orderbook.adapters.queries import ReadModels
+
+    app.fund("alice", energy_wh=5_000, ecoin=100)
+    app.fund("bob", ecoin=700)
+    reported_at = app.chain.block
+    app.fund("carol", ecoin=50)  # held from a block after the report
+    report = {
+        "command_id": "reconcile-run-1",
+        "block": reported_at,
+        "balances": [
+            {"participant_id": "alice", "energy_wh": 5_000, "ecoin": 100},  # agrees
+            {"participant_id": "bob", "energy_wh": 0, "ecoin": 650},  # differs
+            {"participant_id": "carol", "energy_wh": 0, "ecoin": 0},  # held is newer
+            {"participant_id": "dave", "energy_wh": 10, "ecoin": 0},  # never reported here
+        ],
+        "total_supply": {"energy_wh": 5_010, "ecoin": 750},
+    }
+    for _ in range(2):  # a redelivered report is compared once
+        app.apply(lambda unit, data: outcomes.balances_reported(unit, data, app.clock), report)
+    [published] = app.events("orderbook.reconciliation_completed")
+    assert (published["run_id"], published["block"], published["checked"]) == (
+        "run-1",
+        reported_at,
+        4,
+    )
+    assert published["skipped"] == 1
+    assert published["differences"] == [
+        {
+            "participant_id": "bob",
+            "projected_energy_wh": 0,
+            "projected_ecoin": 700,
+            "chain_energy_wh": 0,
+            "chain_ecoin": 650,
+        },
+        {
+            "participant_id": "dave",
+            "projected_energy_wh": 0,
+            "projected_ecoin": 0,
+            "chain_energy_wh": 10,
+            "chain_ecoin": 0,
+        },
+    ]
+    [kept] = ReadModels(app.store).reconciliations(10)
+    assert kept["differences"] == published["differences"]
+    assert (kept["run_id"], kept["skipped"]) == ("run-1", 1)

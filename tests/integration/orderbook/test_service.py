@@ -404,6 +404,55 @@ async def test_a_suspended_participants_resting_orders_are_cancelled(
     assert cover(orderbook, identity, seller)["reserved_wh"] == 0
 
 
+async def test_ops_see_the_order_books_balances_reconciled_with_the_chain(
+    orderbook: Orderbook, identity: Identity, ledger: Ledger, kafka: KafkaConfig, tag: str
+) -> None:
+    from prosum_contracts.topics import LEDGER_EVENTS
+    from tests.integration.orderbook.harness import event
+    from tests.support.kafka_io import publish
+
+    agrees, differs = f"a-{tag}", f"d-{tag}"
+    await onboard(identity, ledger, orderbook, **{agrees: (1_000, 5), differs: (0, 700)})
+    run = f"run-{tag}"
+    await publish(
+        kafka,
+        LEDGER_EVENTS,
+        [
+            event(
+                "ledger.balances_reported",
+                "ledger-adapter",
+                f"reconcile-{run}",
+                command_id=f"reconcile-{run}",
+                block=ledger.block,
+                balances=[
+                    {"participant_id": agrees, "energy_wh": 1_000, "ecoin": 5},
+                    {"participant_id": differs, "energy_wh": 0, "ecoin": 650},
+                ],
+                total_supply={"energy_wh": 1_000, "ecoin": 655},
+            )
+        ],
+    )
+    ops = identity.ops()
+    runs = orderbook.until(
+        "/reconciliations", ops, lambda found: any(r["run_id"] == run for r in found)
+    )
+    [mine] = [r for r in runs if r["run_id"] == run]
+    assert (mine["block"], mine["checked"], mine["skipped"]) == (ledger.block, 2, 0)
+    assert mine["differences"] == [
+        {
+            "participant_id": differs,
+            "projected_energy_wh": 0,
+            "projected_ecoin": 700,
+            "chain_energy_wh": 0,
+            "chain_ecoin": 650,
+        }
+    ]
+    assert detail(orderbook.get("/reconciliations", identity.participant_token(agrees))) == (
+        403,
+        "insufficient_scope",
+    )
+
+
 def test_the_api_is_documented(orderbook: Orderbook) -> None:
     spec = orderbook.api.get("/openapi.json").json()
     assert {

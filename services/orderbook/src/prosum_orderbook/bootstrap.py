@@ -47,6 +47,7 @@ from prosum_orderbook.application.entry import OrderEntry
 from prosum_orderbook.application.matching import Matcher
 from prosum_orderbook.application.messages import (
     BALANCE_CHANGED,
+    BALANCES_REPORTED,
     BOOK_COMMANDS,
     COMMANDS_TOPIC,
     TRADE_FAILED,
@@ -102,6 +103,9 @@ def build(platform: Platform) -> ServiceParts:
 
     handlers: dict[str, EventHandler] = dict.fromkeys(trust_handlers(), applying(identity))
     handlers[BALANCE_CHANGED] = applying(lambda u, e: outcomes.balance_changed(u, e.data))
+    handlers[BALANCES_REPORTED] = applying(
+        lambda u, e: outcomes.balances_reported(u, e.data, _clock)
+    )
     handlers[TRADE_SETTLED] = applying(lambda u, e: outcomes.trade_settled(u, e.data))
     handlers[TRADE_FAILED] = applying(lambda u, e: outcomes.trade_failed(u, e.data))
 

@@ -252,6 +252,23 @@ class Cover(BaseModel):
     free_ecoin: int
 
 
+class BalanceDifference(BaseModel):
+    participant_id: str
+    projected_energy_wh: int
+    projected_ecoin: int
+    chain_energy_wh: int
+    chain_ecoin: int
+
+
+class ReconciliationView(BaseModel):
+    run_id: str
+    block: int
+    checked: int
+    skipped: int = Field(description="held balances from a later block than the report")
+    differences: list[BalanceDifference]
+    completed_at: str
+
+
 def build_router(
     entry: OrderEntry,
     group: GroupCommit,
@@ -548,6 +565,20 @@ def build_router(
         market = reads.market(body.market_id)
         assert market is not None
         return market
+
+    @router.get(
+        "/reconciliations",
+        response_model=list[ReconciliationView],
+        tags=["ops"],
+        summary="Ops: the order book's balances compared with the chain, newest first",
+        description="Each run of settlement's reconciliation job makes the ledger report the "
+        "chain's balances; the order book compares them with the balances its cover checks "
+        "use and keeps the result here (and publishes `orderbook.reconciliation_completed`).",
+    )
+    async def reconciliation_runs(
+        claims: operator, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    ) -> list[dict[str, Any]]:
+        return await anyio.to_thread.run_sync(reads.reconciliations, limit)
 
     @router.get(
         "/markets/{market_id}", response_model=MarketView, tags=["markets"], summary="A market"

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from prosum_contracts import format_timestamp
 from prosum_orderbook.adapters.store import as_utc, order_record, trade_record
-from prosum_orderbook.adapters.tables import accounts, markets, orders, trades
+from prosum_orderbook.adapters.tables import accounts, markets, orders, reconciliations, trades
 from prosum_orderbook.application.ports import OrderRecord, TradeRecord
 from prosum_orderbook.domain.markets import INTERVAL, delivery_start
 from prosum_orderbook.domain.units import format_price
@@ -74,6 +75,25 @@ def trade_view(trade: TradeRecord) -> dict[str, Any]:
 class ReadModels:
     def __init__(self, store: EventStore) -> None:
         self._store = store
+
+    def reconciliations(self, limit: int) -> list[dict[str, Any]]:
+        with self._store.reading() as conn:
+            rows = conn.execute(
+                sa.select(reconciliations)
+                .order_by(reconciliations.c.completed_at.desc())
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "run_id": row.run_id,
+                "block": row.block,
+                "checked": row.checked,
+                "skipped": row.skipped,
+                "differences": orjson.loads(row.differences),
+                "completed_at": _ts(row.completed_at),
+            }
+            for row in rows
+        ]
 
     def market(self, market_id: str) -> dict[str, Any] | None:
         with self._store.reading() as conn:

@@ -27,7 +27,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from prosum_contracts import Envelope, TraceContext
 from prosum_orderbook.adapters.credentials import credential_refusal, credential_refusals
-from prosum_orderbook.adapters.tables import accounts, markets, orders, threshold_usage, trades
+from prosum_orderbook.adapters.tables import (
+    accounts,
+    markets,
+    orders,
+    reconciliations,
+    threshold_usage,
+    trades,
+)
 from prosum_orderbook.application.messages import SOURCE
 from prosum_orderbook.application.ports import (
     Account,
@@ -607,6 +614,40 @@ class SqlOrderbookStore:
             row.block,
             row.reserved_wh + pending[0],
             row.reserved_ecoin + pending[1],
+        )
+
+    def balances_of(self, participant_ids: Collection[str]) -> dict[str, tuple[int, int, int]]:
+        wanted = sorted(set(participant_ids))
+        if not wanted:
+            return {}
+        rows = self._conn.execute(
+            sa.select(
+                accounts.c.participant_id, accounts.c.energy_wh, accounts.c.ecoin, accounts.c.block
+            ).where(accounts.c.participant_id.in_(wanted))
+        )
+        return {p: (energy, ecoin, block) for p, energy, ecoin, block in rows}
+
+    def record_reconciliation(
+        self,
+        run_id: str,
+        block: int,
+        checked: int,
+        skipped: int,
+        differences: list[dict[str, Any]],
+        at: datetime,
+    ) -> bool:
+        self._writes_now()
+        return _insert_ignoring_conflict(
+            self._conn,
+            reconciliations,
+            {
+                "run_id": run_id,
+                "block": block,
+                "checked": checked,
+                "skipped": skipped,
+                "differences": orjson.dumps(differences).decode(),
+                "completed_at": at,
+            },
         )
 
     def record_balance(self, participant_id: str, energy_wh: int, ecoin: int, block: int) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -130,6 +131,18 @@ threshold_usage = Table(
     Column("open_wh", BigInteger, nullable=False),
     Column("open_value_ecoin", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+reconciliations = Table(
+    "ob_reconciliations",
+    tables,
+    Column("run_id", String(128), primary_key=True),
+    Column("block", BigInteger, nullable=False),
+    Column("checked", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("differences", Text, nullable=False),  # JSON
+    Column("completed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ob_reconciliations_completed", "completed_at"),
 )
 
 for _table in trust.tables.tables.values():

@@ -51,6 +51,7 @@ TRADE_PRINTED = "public.trade_printed"
 
 # events consumed
 BALANCE_CHANGED = "ledger.balance_changed"
+BALANCES_REPORTED = "ledger.balances_reported"
 TRADE_SETTLED = "settlement.trade_settled"
 TRADE_FAILED = "settlement.trade_failed"
 

@@ -13,6 +13,11 @@ already is, else by the balance event that brings it.
 
 **A failed trade** releases both sides at once: nothing moved on chain.
 
+**Reconciliation.** Settlement's reconciliation job has the ledger report chain balances
+(``ledger.balances_reported``); the order book compares them with the balances its cover
+checks use and reports the differences (``orderbook.reconciliation_completed``), as settlement
+does for its own projection.
+
 **A suspended or closed participant** has its open orders cancelled (the verifier already
 refuses its thresholds, so it cannot place new ones).
 """
@@ -42,6 +47,58 @@ def balance_changed(store: OrderbookStore, data: dict[str, Any]) -> None:
     for trade in store.trades_to_release(participant, block):
         _release_reflected(store, trade, participant, block)
         store.update_trade(trade)
+
+
+RECONCILED = "orderbook.reconciliation_completed"
+
+
+def balances_reported(store: OrderbookStore, data: dict[str, Any], clock: Clock) -> None:
+    """Compare the chain's balances at the reported block with those held. A balance held
+    from a later block cannot be compared (skipped); one from an earlier block is still the
+    current balance, and one never reported counts as zero."""
+    run_id = data["command_id"].removeprefix("reconcile-")
+    block = int(data["block"])
+    held = store.balances_of([row["participant_id"] for row in data["balances"]])
+    differences: list[dict[str, Any]] = []
+    skipped = 0
+    for row in data["balances"]:
+        energy, ecoin, seen_block = held.get(row["participant_id"], (0, 0, -1))
+        if seen_block > block:
+            skipped += 1
+            continue
+        if (energy, ecoin) != (int(row["energy_wh"]), int(row["ecoin"])):
+            differences.append(
+                {
+                    "participant_id": row["participant_id"],
+                    "projected_energy_wh": energy,
+                    "projected_ecoin": ecoin,
+                    "chain_energy_wh": int(row["energy_wh"]),
+                    "chain_ecoin": int(row["ecoin"]),
+                }
+            )
+    checked = len(data["balances"])
+    if not store.record_reconciliation(run_id, block, checked, skipped, differences, clock()):
+        return  # this run's report was compared already
+    store.publish(
+        RECONCILED,
+        run_id,
+        {
+            "run_id": run_id,
+            "block": block,
+            "checked": checked,
+            "skipped": skipped,
+            "differences": differences,
+        },
+    )
+    if differences:
+        log.warning(
+            "orderbook: reconciliation %s at block %d: %d of %d participants' balances differ "
+            "from the chain; cover checks use the balances held",
+            run_id,
+            block,
+            len(differences),
+            checked,
+        )
 
 
 def _release_reflected(

@@ -216,6 +216,22 @@ class OrderbookStore(Protocol):
         """Store balances unless newer ones are stored already; True when stored."""
         ...
 
+    def balances_of(self, participant_ids: Collection[str]) -> dict[str, tuple[int, int, int]]:
+        """(energy Wh, ecoin, block) as held, of those participants with an account."""
+        ...
+
+    def record_reconciliation(
+        self,
+        run_id: str,
+        block: int,
+        checked: int,
+        skipped: int,
+        differences: list[dict[str, Any]],
+        at: datetime,
+    ) -> bool:
+        """Keep a reconciliation run's result; False when the run was recorded already."""
+        ...
+
     def hold_cover(self, participants: Collection[tuple[str, str]]) -> None:
         """Lock and read the accounts and threshold use of these (participant, threshold)
         pairs for the rest of the unit of work, so that ``reserve_for_order`` decides their
