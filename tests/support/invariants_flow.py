@@ -4,8 +4,8 @@ of varied quantities and prices, resting or immediate-or-cancel, alone or severa
 commit; cancels and reductions; time passing through gate closures; settlement batches and the
 ledger's executor; the broker delivering (partition by partition, in any interleaving of
 partitions and topics), duplicating (relays crashing after publishing, consumers rewound) and
-holding messages back; and injected failures: chain permissions revoked (and granted again), a
-payout burning ecoin the book had promised, mints to participants who may not receive them,
+holding messages back; and injected failures: chain permissions revoked (and granted again),
+payouts of ecoin the book had promised (refused), mints to participants who may not receive them,
 participants suspended, the chain unavailable before or after it acted.
 
 The invariants are checked after every operation (``World.check_step``) and, once everything

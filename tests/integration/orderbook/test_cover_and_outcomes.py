@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -449,3 +450,68 @@ def test_the_balances_cover_checks_use_are_reconciled_with_the_chain(app: App) -
     [kept] = ReadModels(app.store).reconciliations(10)
     assert kept["differences"] == published["differences"]
     assert (kept["run_id"], kept["skipped"]) == ("run-1", 1)
+
+
+def _payout(app: App, handler: Any, request_id: str, participant: str, **more: Any) -> None:
+    app.apply(handler, {"request_id": request_id, "participant_id": participant, **more})
+
+
+def test_a_payout_holds_its_ecoin_until_the_burn_is_in_the_balance(app: App) -> None:
+    """Approved, a payout's ecoin is held out of the free balance (no bid can use it) and
+    settlement is told to burn it; released once the balance shows the burn, or at once when
+    the payout failed. Ecoin open bids hold cannot be paid out."""
+    app.fund("buyer", ecoin=1_000)
+    placed(app.place("buyer", "buy", 1_000, "240"))  # 240 + grid fee 10 + operator fee 2
+    assert app.account("buyer").reserved_ecoin == 252
+
+    _payout(app, outcomes.payout_approved, "po-1", "buyer", amount=800, by="ops")
+    [refused_] = app.events("orderbook.payout_cover_refused")
+    assert (refused_["request_id"], refused_["free_ecoin"]) == ("po-1", 748)
+    assert app.account("buyer").reserved_ecoin == 252, "a refused payout holds nothing"
+
+    _payout(app, outcomes.payout_approved, "po-2", "buyer", amount=700, by="ops")
+    for _ in range(2):  # redelivered: held once
+        _payout(app, outcomes.payout_approved, "po-2", "buyer", amount=700, by="ops")
+    assert [e["request_id"] for e in app.events("orderbook.payout_cover_held")] == ["po-2"]
+    assert app.account("buyer").reserved_ecoin == 952
+    assert refused(app.place("buyer", "buy", 1_000, "240")) == (409, "insufficient_ecoin")
+
+    # burned in the next block; the balance held is still from before it
+    app.chain.ecoin["buyer"] -= 700
+    app.chain.block += 1
+    _payout(
+        app,
+        outcomes.payout_completed,
+        "po-2",
+        "buyer",
+        amount=700,
+        tx_id="0x7",
+        block=app.chain.block,
+    )
+    assert app.account("buyer").reserved_ecoin == 952, "not before the balance shows the burn"
+    app.balance("buyer")
+    assert (app.account("buyer").ecoin, app.account("buyer").reserved_ecoin) == (300, 252)
+
+    app.fund("buyer", ecoin=500)  # 800, of which 252 held for the bid
+    _payout(app, outcomes.payout_approved, "po-3", "buyer", amount=500, by="ops")
+    assert app.account("buyer").reserved_ecoin == 752
+    _payout(
+        app,
+        outcomes.payout_failed,
+        "po-3",
+        "buyer",
+        amount=500,
+        reason="permission_denied",
+        chain_message="no",
+    )
+    assert app.account("buyer").reserved_ecoin == 252, "failed: released at once"
+    _payout(
+        app,
+        outcomes.payout_failed,
+        "po-3",
+        "buyer",
+        amount=500,
+        reason="permission_denied",
+        chain_message="no",
+    )
+    assert app.account("buyer").reserved_ecoin == 252, "released once"

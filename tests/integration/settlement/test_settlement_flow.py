@@ -294,16 +294,55 @@ def test_a_payout_is_burned_then_paid(store: EventStore) -> None:
         services.mark_paid(s, funds.id, "ops-1", "WIRE-1")
     with uow() as s:
         services.decide_funds(s, funds.id, "ops-1", approve=True)
+    types = [m["type"] for m in outbox_messages(store)]
+    assert "ledger.burn_ecoin" not in types, "not before the order book holds the ecoin"
+    held = {"request_id": funds.id, "participant_id": "s", "amount": 700}
+    for _ in range(2):  # a repeat sends the same command, which the ledger executes once
+        with uow() as s:
+            services.payout_cover_held(s, held)
+    burns = [m["data"] for m in outbox_messages(store) if m["type"] == "ledger.burn_ecoin"]
+    assert [b["command_id"] for b in burns] == [f"payout-{funds.id}"] * 2
+    assert burns[0]["amount"] == 700
+    with uow() as s:
         services.apply_funds_outcome(
             s,
             "ledger.command_confirmed",
             {"command_id": f"payout-{funds.id}", "tx_id": "0x2", "block": 4},
         )
+        services.payout_cover_held(s, held)  # late: the payout is completed, nothing sent
     with uow() as s:
         services.mark_paid(s, funds.id, "ops-1", "WIRE-1")
     types = [m["type"] for m in outbox_messages(store)]
-    assert "ledger.burn_ecoin" in types
+    assert types.count("ledger.burn_ecoin") == 2
     assert types[-1] == "settlement.payout_paid"
+
+
+def test_a_payout_the_order_book_cannot_hold_fails_without_a_burn(store: EventStore) -> None:
+    uow = unit_of_work(store)
+    _balance(uow, "b", 1_000, 3)
+    with uow() as s:
+        funds, _ = services.request_funds(s, "payout", "b", 800, "IBAN-9")
+        services.decide_funds(s, funds.id, "ops-1", approve=True)
+    with uow() as s:
+        services.payout_cover_refused(
+            s,
+            {
+                "request_id": funds.id,
+                "participant_id": "b",
+                "amount": 800,
+                "reason": "insufficient_ecoin",
+                "free_ecoin": 300,
+            },
+        )
+        assert s.funds(funds.id).status.value == "failed"  # type: ignore[union-attr]
+    [failed] = [
+        m["data"] for m in outbox_messages(store) if m["type"] == "settlement.payout_failed"
+    ]
+    assert failed["reason"] == "insufficient_ecoin"
+    assert "300 ecoin free" in failed["chain_message"]
+    assert not [m for m in outbox_messages(store) if m["type"] == "ledger.burn_ecoin"]
+    with uow() as s:  # failed: its 800 no longer count against the balance
+        assert services.request_funds(s, "payout", "b", 900, "IBAN-10")[1]
 
 
 def test_reconciliation_reports_differences_with_the_chain(store: EventStore) -> None:

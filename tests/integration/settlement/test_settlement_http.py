@@ -218,6 +218,11 @@ def test_a_payout_needs_the_balance_and_is_burned_then_paid(
     ), "400 of the 500 are asked for already"
     assert "400" in second.json()["detail"]["message"]
     client.post(f"/payouts/{request_id}/approve", headers=identity.ops())
+    assert not [m for m in sent(platform) if m["type"] == "ledger.burn_ecoin"]
+    with unit_of_work(platform.store)() as store:  # type: ignore[attr-defined]
+        services.payout_cover_held(
+            store, {"request_id": request_id, "participant_id": "alice", "amount": 400}
+        )
     assert [m["data"]["amount"] for m in sent(platform) if m["type"] == "ledger.burn_ecoin"] == [
         400
     ]

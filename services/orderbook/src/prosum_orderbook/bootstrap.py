@@ -50,6 +50,9 @@ from prosum_orderbook.application.messages import (
     BALANCES_REPORTED,
     BOOK_COMMANDS,
     COMMANDS_TOPIC,
+    PAYOUT_APPROVED,
+    PAYOUT_COMPLETED,
+    PAYOUT_FAILED,
     TRADE_FAILED,
     TRADE_SETTLED,
 )
@@ -108,6 +111,9 @@ def build(platform: Platform) -> ServiceParts:
     )
     handlers[TRADE_SETTLED] = applying(lambda u, e: outcomes.trade_settled(u, e.data))
     handlers[TRADE_FAILED] = applying(lambda u, e: outcomes.trade_failed(u, e.data))
+    handlers[PAYOUT_APPROVED] = applying(lambda u, e: outcomes.payout_approved(u, e.data))
+    handlers[PAYOUT_COMPLETED] = applying(lambda u, e: outcomes.payout_completed(u, e.data))
+    handlers[PAYOUT_FAILED] = applying(lambda u, e: outcomes.payout_failed(u, e.data))
 
     def apply_commands(unit: SqlOrderbookStore, envelopes: Sequence[Envelope]) -> None:
         """The batch's commands on their books; the events each causes carry the trace of the

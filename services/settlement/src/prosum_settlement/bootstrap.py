@@ -55,6 +55,13 @@ def build(platform: Platform) -> ServiceParts:
     def on_trades(envelopes: Sequence[Envelope], tx: Transaction) -> None:
         services.record_trades(SqlSettlementStore(tx), [e.data for e in envelopes])
 
+    def on_payout_cover(envelope: Envelope, tx: Transaction) -> None:
+        store = SqlSettlementStore(tx)
+        if envelope.type == "orderbook.payout_cover_held":
+            services.payout_cover_held(store, envelope.data)
+        else:
+            services.payout_cover_refused(store, envelope.data)
+
     def on_balances(envelopes: Sequence[Envelope], tx: Transaction) -> None:
         services.record_balances(SqlSettlementStore(tx), [e.data for e in envelopes])
 
@@ -163,7 +170,11 @@ def build(platform: Platform) -> ServiceParts:
                 "settlement-trades",
                 Subscription(
                     (ORDERBOOK_EVENTS,),
-                    {"orderbook.trade_executed": on_trade},
+                    {
+                        "orderbook.trade_executed": on_trade,
+                        "orderbook.payout_cover_held": on_payout_cover,
+                        "orderbook.payout_cover_refused": on_payout_cover,
+                    },
                     # A fetch's run of trades becomes instructions with one lookup and one
                     # bulk write.
                     {"orderbook.trade_executed": on_trades},

@@ -31,6 +31,7 @@ from prosum_orderbook.adapters.tables import (
     accounts,
     markets,
     orders,
+    payout_holds,
     reconciliations,
     threshold_usage,
     trades,
@@ -43,6 +44,7 @@ from prosum_orderbook.application.ports import (
     MarketRecord,
     NeedsWriteLock,
     OrderRecord,
+    PayoutHold,
     Submission,
     ThresholdClaim,
     TradeRecord,
@@ -70,6 +72,10 @@ _HEAD = (
     .order_by(events.c.version.desc())
     .limit(1)
 )
+
+
+def _payout_hold(row: Any) -> PayoutHold:
+    return PayoutHold(row.request_id, row.participant_id, row.amount, row.status, row.release_block)
 
 
 @overload
@@ -681,20 +687,9 @@ class SqlOrderbookStore:
         ``_write_counters`` writes them). ``reserve_for_order`` decides orders on them in
         memory; the changes are written with the other counters, a statement per table."""
         self._writes_now()
-        wanted = sorted({p for p, _ in participants} - self._cover.keys())
         thresholds = {t: p for p, t in participants if t not in self._use}
-        if not wanted and not thresholds:
-            return
+        self._hold_accounts({p for p, _ in participants})
         lock = self._conn.dialect.name == "postgresql"
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            query = (_LOCK_ACCOUNTS if lock else _HELD_ACCOUNTS).where(
-                accounts.c.participant_id.in_(chunk)
-            )
-            rows = self._conn.execute(query)
-            found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
-            for participant in chunk:
-                self._cover[participant] = found.get(participant)
         keys = sorted(thresholds)
         for start in range(0, len(keys), 500):
             query = (_LOCK_USE if lock else _HELD_USE).where(
@@ -706,6 +701,70 @@ class SqlOrderbookStore:
             if threshold not in self._use:  # no row yet: written by flush if it is used
                 self._use[threshold] = (0, 0)
                 self._new_use[threshold] = participant
+
+    def _hold_accounts(self, participants: Collection[str]) -> None:
+        """Read (and on PostgreSQL lock) the accounts not held yet, in key order."""
+        wanted = sorted(set(participants) - self._cover.keys())
+        lock = self._conn.dialect.name == "postgresql"
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = (_LOCK_ACCOUNTS if lock else _HELD_ACCOUNTS).where(
+                accounts.c.participant_id.in_(chunk)
+            )
+            rows = self._conn.execute(query)
+            found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+            for participant in chunk:
+                self._cover[participant] = found.get(participant)
+
+    def reserve_free_ecoin(self, participant_id: str, amount: int) -> int | None:
+        self._writes_now()
+        self._hold_accounts([participant_id])
+        cover = self._cover[participant_id]
+        if cover is None:
+            return None
+        _energy, coin, _reserved_wh, reserved_ecoin = cover
+        free = coin - reserved_ecoin - self._reserved.get(participant_id, (0, 0))[1]
+        if free >= amount:
+            self.adjust_reserved(participant_id, 0, amount)
+        return free
+
+    def payout_hold(self, request_id: str) -> PayoutHold | None:
+        row = self._conn.execute(
+            sa.select(payout_holds).where(payout_holds.c.request_id == request_id)
+        ).first()
+        return None if row is None else _payout_hold(row)
+
+    def save_payout_hold(self, hold: PayoutHold) -> None:
+        self._writes_now()
+        values = {
+            "status": hold.status,
+            "release_block": hold.release_block,
+            "updated_at": _now(),
+        }
+        updated = self._conn.execute(
+            sa.update(payout_holds)
+            .where(payout_holds.c.request_id == hold.request_id)
+            .values(**values)
+        )
+        if not updated.rowcount:
+            self._conn.execute(
+                sa.insert(payout_holds).values(
+                    request_id=hold.request_id,
+                    participant_id=hold.participant_id,
+                    amount=hold.amount,
+                    **values,
+                )
+            )
+
+    def payout_holds_to_release(self, participant_id: str, block: int) -> list[PayoutHold]:
+        rows = self._conn.execute(
+            sa.select(payout_holds).where(
+                payout_holds.c.participant_id == participant_id,
+                payout_holds.c.status == "held",
+                payout_holds.c.release_block <= block,
+            )
+        )
+        return [_payout_hold(row) for row in rows]
 
     def reserve_for_order(
         self,

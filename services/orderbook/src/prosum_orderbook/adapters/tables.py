@@ -145,5 +145,17 @@ reconciliations = Table(
     Index("ix_ob_reconciliations_completed", "completed_at"),
 )
 
+payout_holds = Table(
+    "ob_payout_holds",
+    tables,
+    Column("request_id", String(64), primary_key=True),
+    Column("participant_id", String(128), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # held, refused, released
+    Column("release_block", BigInteger, nullable=True),  # burned in it: released once seen
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ob_payout_holds_release", "participant_id", "release_block"),
+)
+
 for _table in trust.tables.tables.values():
     _table.to_metadata(tables)

@@ -54,6 +54,11 @@ BALANCE_CHANGED = "ledger.balance_changed"
 BALANCES_REPORTED = "ledger.balances_reported"
 TRADE_SETTLED = "settlement.trade_settled"
 TRADE_FAILED = "settlement.trade_failed"
+PAYOUT_APPROVED = "settlement.payout_approved"
+PAYOUT_COMPLETED = "settlement.payout_completed"
+PAYOUT_FAILED = "settlement.payout_failed"
+PAYOUT_COVER_HELD = "orderbook.payout_cover_held"
+PAYOUT_COVER_REFUSED = "orderbook.payout_cover_refused"
 
 
 @lru_cache(maxsize=4096)

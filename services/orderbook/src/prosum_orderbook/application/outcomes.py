@@ -13,6 +13,13 @@ already is, else by the balance event that brings it.
 
 **A failed trade** releases both sides at once: nothing moved on chain.
 
+**Payouts** burn ecoin, so the order book is asked first. When ops approves one
+(``settlement.payout_approved``), its amount is reserved if that much is free, like a bid's
+cover, and ``orderbook.payout_cover_held`` tells settlement to burn it; otherwise
+``orderbook.payout_cover_refused`` fails it. The reservation is released as a settled trade's
+is: once the balance held is from the burn's block (``settlement.payout_completed``), or at
+once when the payout failed.
+
 **Reconciliation.** Settlement's reconciliation job has the ledger report chain balances
 (``ledger.balances_reported``); the order book compares them with the balances its cover
 checks use and reports the differences (``orderbook.reconciliation_completed``), as settlement
@@ -28,8 +35,12 @@ import logging
 from typing import Any
 
 from prosum_contracts import format_timestamp
-from prosum_orderbook.application.messages import CANCEL_ORDER
-from prosum_orderbook.application.ports import Clock, OrderbookStore, TradeRecord
+from prosum_orderbook.application.messages import (
+    CANCEL_ORDER,
+    PAYOUT_COVER_HELD,
+    PAYOUT_COVER_REFUSED,
+)
+from prosum_orderbook.application.ports import Clock, OrderbookStore, PayoutHold, TradeRecord
 from prosum_orderbook.domain.book import PARTICIPANT_SUSPENDED
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,57 @@ def balance_changed(store: OrderbookStore, data: dict[str, Any]) -> None:
     for trade in store.trades_to_release(participant, block):
         _release_reflected(store, trade, participant, block)
         store.update_trade(trade)
+    for hold in store.payout_holds_to_release(participant, block):
+        _release_payout(store, hold)
+
+
+def payout_approved(store: OrderbookStore, data: dict[str, Any]) -> None:
+    """Hold the payout's ecoin out of the free balance, or refuse it if that much is not free
+    (open bids and unsettled purchases hold it). Once per payout."""
+    request_id, participant = data["request_id"], data["participant_id"]
+    amount = int(data["amount"])
+    if store.payout_hold(request_id) is not None:
+        return
+    free = store.reserve_free_ecoin(participant, amount)
+    held = free is not None and free >= amount
+    store.save_payout_hold(
+        PayoutHold(request_id, participant, amount, "held" if held else "refused")
+    )
+    base = {"request_id": request_id, "participant_id": participant, "amount": amount}
+    if held:
+        store.publish(PAYOUT_COVER_HELD, request_id, base)
+    else:
+        store.publish(
+            PAYOUT_COVER_REFUSED,
+            request_id,
+            {**base, "reason": "insufficient_ecoin", "free_ecoin": free or 0},
+        )
+
+
+def payout_completed(store: OrderbookStore, data: dict[str, Any]) -> None:
+    """Burned: released once the balance held is from the burn's block."""
+    hold = store.payout_hold(data["request_id"])
+    if hold is None or hold.status != "held" or hold.release_block is not None:
+        return
+    hold.release_block = int(data["block"])
+    account = store.account(hold.participant_id)
+    if account is not None and account.block >= hold.release_block:
+        _release_payout(store, hold)
+    else:
+        store.save_payout_hold(hold)
+
+
+def payout_failed(store: OrderbookStore, data: dict[str, Any]) -> None:
+    """Nothing was burned: released at once."""
+    hold = store.payout_hold(data["request_id"])
+    if hold is not None and hold.status == "held":
+        _release_payout(store, hold)
+
+
+def _release_payout(store: OrderbookStore, hold: PayoutHold) -> None:
+    store.adjust_reserved(hold.participant_id, 0, -hold.amount)
+    hold.status = "released"
+    store.save_payout_hold(hold)
 
 
 RECONCILED = "orderbook.reconciliation_completed"

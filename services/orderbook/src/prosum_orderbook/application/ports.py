@@ -86,6 +86,19 @@ class TradeRecord:
     failure_reason: str | None = None
 
 
+@dataclass(slots=True)
+class PayoutHold:
+    """Ecoin the order book holds out of a participant's free balance for an approved payout:
+    ``held`` until the burn is in the balance (``release_block``) or the payout fails, then
+    ``released``; ``refused`` when that much was not free."""
+
+    request_id: str
+    participant_id: str
+    amount: int
+    status: str
+    release_block: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     participant_id: str
@@ -214,6 +227,19 @@ class OrderbookStore(Protocol):
 
     def record_balance(self, participant_id: str, energy_wh: int, ecoin: int, block: int) -> bool:
         """Store balances unless newer ones are stored already; True when stored."""
+        ...
+
+    def reserve_free_ecoin(self, participant_id: str, amount: int) -> int | None:
+        """Reserve ``amount`` ecoin if that much is free (the account locked for the rest of
+        the unit of work); returns the free ecoin seen before, None without an account."""
+        ...
+
+    def payout_hold(self, request_id: str) -> PayoutHold | None: ...
+
+    def save_payout_hold(self, hold: PayoutHold) -> None: ...
+
+    def payout_holds_to_release(self, participant_id: str, block: int) -> list[PayoutHold]:
+        """Held payouts of the participant burned at ``block`` or before."""
         ...
 
     def balances_of(self, participant_ids: Collection[str]) -> dict[str, tuple[int, int, int]]:

@@ -345,18 +345,11 @@ def decide_funds(
         if funds.kind == "payout" and funds.status is RequestStatus.REQUESTED:
             # Trades and other payouts may have used the balance since the request.
             _check_payout_headroom(store, funds.participant_id, funds.amount, excluding=funds.id)
-        command_id = funds.approve(by)
-        kind = "ledger.mint_ecoin" if funds.kind == "topup" else "ledger.burn_ecoin"
-        store.publish(
-            kind,
-            funds.participant_id,
-            {
-                "command_id": command_id,
-                "participant_id": funds.participant_id,
-                "amount": funds.amount,
-                "reference": funds.reference[:256],
-            },
-        )
+        funds.approve(by)
+        if funds.kind == "topup":
+            _send_funds_command(store, funds)
+        # A payout is burned once the order book holds its ecoin (``payout_cover_held``):
+        # open bids and unsettled purchases may have it promised.
     else:
         funds.reject(by, reason)
     store.save_funds(funds)
@@ -372,6 +365,54 @@ def decide_funds(
         },
     )
     return funds
+
+
+def _send_funds_command(store: SettlementStore, funds: FundsRequest) -> None:
+    assert funds.command_id is not None
+    store.publish(
+        "ledger.mint_ecoin" if funds.kind == "topup" else "ledger.burn_ecoin",
+        funds.participant_id,
+        {
+            "command_id": funds.command_id,
+            "participant_id": funds.participant_id,
+            "amount": funds.amount,
+            "reference": funds.reference[:256],
+        },
+    )
+
+
+def payout_cover_held(store: SettlementStore, data: dict[str, Any]) -> None:
+    """The order book holds the payout's ecoin: burn it (the ledger executes the command id
+    once, however often it is sent)."""
+    funds = store.funds(data["request_id"])
+    if funds is None or funds.kind != "payout" or funds.status is not RequestStatus.APPROVED:
+        return
+    _send_funds_command(store, funds)
+
+
+def payout_cover_refused(store: SettlementStore, data: dict[str, Any]) -> None:
+    """The order book has that much ecoin promised to open bids or unsettled purchases: the
+    payout fails without a burn."""
+    funds = store.funds(data["request_id"])
+    if funds is None or funds.kind != "payout":
+        return
+    message = (
+        f"{data['free_ecoin']} ecoin free in the order book (the rest is held for open bids "
+        f"and unsettled purchases), {data['amount']} asked for"
+    )
+    if funds.failed(data["reason"], message):
+        store.save_funds(funds)
+        store.publish(
+            "settlement.payout_failed",
+            funds.id,
+            {
+                "request_id": funds.id,
+                "participant_id": funds.participant_id,
+                "amount": funds.amount,
+                "reason": data["reason"],
+                "chain_message": message,
+            },
+        )
 
 
 def apply_funds_outcome(store: SettlementStore, event_type: str, data: dict[str, Any]) -> None:
