@@ -242,16 +242,40 @@ class Clients:
         body: dict[str, Any] = expect(response, 200)
         return body
 
+    async def login_participant(self, participant_id: str) -> dict[str, str]:
+        """Ops gives the participant's app an OAuth client; the app logs in with it."""
+        made = expect(
+            await self.identity.post(
+                "/clients",
+                json={
+                    "name": f"{participant_id}'s app",
+                    "scopes": ["participant"],
+                    "participant_id": participant_id,
+                },
+                headers=self.ops,
+            ),
+            201,
+        )
+        token = expect(
+            await self.identity.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(made["client_id"], made["client_secret"]),
+            ),
+            200,
+        )
+        return {"Authorization": f"Bearer {token['access_token']}"}
+
     async def top_up(self, participant_id: str, amount: int, reference: str) -> dict[str, Any]:
-        """Ops requests a top-up on the participant's behalf (a bank deposit arrived), approves
-        it, and waits until the ledger minted it."""
+        """The participant's app requests a top-up with its bank payment reference (the
+        paper's request_ecoin_issue); ops finds it among the requested ones and approves it
+        (schedule_ecoin_issue); the ledger mints it (issue_ecoin)."""
         last: list[httpx.Response] = []
+        app = await self.login_participant(participant_id)
 
         async def requested() -> Any:
             response = await self.settlement.post(
-                "/topups",
-                json={"amount": amount, "reference": reference, "participant_id": participant_id},
-                headers=self.ops,
+                "/topups", json={"amount": amount, "reference": reference}, headers=app
             )
             last[:] = [response]
             if reason_of(response) in NOT_YET_KNOWN:
@@ -265,8 +289,13 @@ class Clients:
             logs=("settlement", "identity"),
             last=lambda: last[0].text if last else "",
         )
-        assert request["status"] == "requested", request
+        assert (request["status"], request["participant_id"]) == ("requested", participant_id)
         request_id = request["request_id"]
+        waiting = expect(
+            await self.settlement.get("/topups", params={"status": "requested"}, headers=self.ops),
+            200,
+        )
+        assert request_id in {r["request_id"] for r in waiting}, waiting
         approved = expect(
             await self.settlement.post(f"/topups/{request_id}/approve", headers=self.ops), 200
         )

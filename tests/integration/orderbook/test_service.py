@@ -151,6 +151,11 @@ async def test_an_ask_of_5_kwh_meets_bids_of_2_and_3_kwh_in_two_trade_executed_e
         orderbook.get("/trades", ops, buyer=buyer_a).json()[0]["buy_order_id"]
         == bids[0].json()["order"]["order_id"]
     )
+    own = orderbook.get(f"/participants/{seller}/trades", identity.participant_token(seller))
+    assert sorted(t["quantity_wh"] for t in own.json()) == [2_000, 3_000]
+    assert {t["seller"] for t in own.json()} == {seller}
+    not_own = orderbook.get(f"/participants/{seller}/trades", identity.participant_token(buyer_a))
+    assert detail(not_own) == (403, "not_your_data")
     public = orderbook.api.get("/public/trades", params={"market_id": market}).json()
     assert [(t["sequence"], t["quantity_wh"]) for t in public] == [(2, 3_000), (1, 2_000)]
     assert cover(orderbook, identity, seller)["reserved_wh"] == 5_000, "until settled"

@@ -303,7 +303,7 @@ def test_ready_reports_the_fee_account_until_it_is_active(
     assert fee == {"ok": True, "participant_id": "operator", "status": "active", "active": True}
 
 
-def test_ops_see_the_batches_and_ready_reports_those_the_ledger_has_not_answered(
+def test_ops_see_failures_and_batches_and_ready_reports_those_the_ledger_has_not_answered(
     app: tuple[TestClient, object], identity: IdentityStandIn
 ) -> None:
     client, platform = app
@@ -323,10 +323,26 @@ def test_ops_see_the_batches_and_ready_reports_those_the_ledger_has_not_answered
                 },
             )
         batch = services.open_batch(s, services.BatchPolicy(window_s=0.0))
+    with unit_of_work(platform.store)() as s:  # type: ignore[attr-defined]
+        services.apply_batch_outcome(
+            s,
+            "ledger.command_failed",
+            {
+                "command_id": f"settle-{batch}",
+                "reason": "insufficient_energy",
+                "chain_message": "alice has 0 Wh",
+                "trade_id": "t1",
+            },
+            services.BatchPolicy(),
+        )
+        batch = services.open_batch(s, services.BatchPolicy(window_s=0.0))  # t0, again
+    [failure] = client.get("/failures", headers=identity.ops()).json()
+    assert (failure["trade_id"], failure["reason"]) == ("t1", "insufficient_energy")
+    assert client.get("/failures", headers=identity.participant("alice")).status_code == 403
     listing = client.get("/batches", params={"status": "submitted"}, headers=identity.ops())
     assert listing.status_code == 200, listing.text
     [found] = listing.json()
-    assert (found["batch_id"], found["trade_ids"], found["resends"]) == (batch, ["t0", "t1"], 0)
+    assert (found["batch_id"], found["trade_ids"], found["resends"]) == (batch, ["t0"], 0)
     assert "command" not in found
     assert client.get("/batches", headers=identity.participant("alice")).status_code == 403
     report = client.get("/ready").json()["checks"]["batches"]
