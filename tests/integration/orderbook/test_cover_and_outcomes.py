@@ -515,3 +515,66 @@ def test_a_payout_holds_its_ecoin_until_the_burn_is_in_the_balance(app: App) -> 
         chain_message="no",
     )
     assert app.account("buyer").reserved_ecoin == 252, "released once"
+
+
+def test_a_payout_burn_already_in_the_balance_is_released_with_its_completion(app: App) -> None:
+    app.fund("p", ecoin=1_000)
+    _payout(app, outcomes.payout_approved, "po-1", "p", amount=400, by="ops")
+    app.chain.ecoin["p"] -= 400
+    app.chain.block += 1
+    app.balance("p")  # the burn's balance comes first ...
+    assert (app.account("p").ecoin, app.account("p").reserved_ecoin) == (600, 400)
+    _payout(
+        app,
+        outcomes.payout_completed,
+        "po-1",
+        "p",
+        amount=400,
+        tx_id="0x1",
+        block=app.chain.block,
+    )
+    assert app.account("p").reserved_ecoin == 0, "... and the completion releases at once"
+
+
+def test_a_payout_completed_while_its_burns_balance_is_being_applied_is_released(
+    app: App,
+) -> None:
+    """Two instances: one applies the burn's balance event while the other applies the
+    payout's completion. The completion locks the account, so it waits for the balance and
+    releases the hold, or goes first and leaves the release block for the balance event."""
+    import threading
+
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's transactions take turns: nothing runs at the same moment")
+    app.fund("p", ecoin=1_000)
+    _payout(app, outcomes.payout_approved, "po-1", "p", amount=400, by="ops")
+    burn_block = app.chain.block + 1
+    balance = {
+        "participant_id": "p",
+        "energy_wh": 0,
+        "ecoin": 600,
+        "block": burn_block,
+        "command_id": "payout-po-1",
+    }
+    completion = {
+        "request_id": "po-1",
+        "participant_id": "p",
+        "amount": 400,
+        "tx_id": "0x1",
+        "block": burn_block,
+    }
+    with app.uow() as first:  # the balance event, not yet committed
+        outcomes.balance_changed(first, balance)
+        first.flush()  # type: ignore[attr-defined]
+        done = threading.Event()
+
+        def complete() -> None:
+            app.apply(outcomes.payout_completed, completion)
+            done.set()
+
+        other = threading.Thread(target=complete)
+        other.start()
+        assert not done.wait(0.5), "the completion waits for the account's lock"
+    other.join(10)
+    assert done.is_set()
+    assert (app.account("p").ecoin, app.account("p").reserved_ecoin) == (600, 0)

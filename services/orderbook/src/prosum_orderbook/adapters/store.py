@@ -624,14 +624,18 @@ class SqlOrderbookStore:
 
     def balances_of(self, participant_ids: Collection[str]) -> dict[str, tuple[int, int, int]]:
         wanted = sorted(set(participant_ids))
-        if not wanted:
-            return {}
-        rows = self._conn.execute(
-            sa.select(
-                accounts.c.participant_id, accounts.c.energy_wh, accounts.c.ecoin, accounts.c.block
-            ).where(accounts.c.participant_id.in_(wanted))
-        )
-        return {p: (energy, ecoin, block) for p, energy, ecoin, block in rows}
+        out: dict[str, tuple[int, int, int]] = {}
+        for start in range(0, len(wanted), 500):  # bind parameters stay within every limit
+            rows = self._conn.execute(
+                sa.select(
+                    accounts.c.participant_id,
+                    accounts.c.energy_wh,
+                    accounts.c.ecoin,
+                    accounts.c.block,
+                ).where(accounts.c.participant_id.in_(wanted[start : start + 500]))
+            )
+            out.update({p: (energy, ecoin, block) for p, energy, ecoin, block in rows})
+        return out
 
     def record_reconciliation(
         self,
@@ -715,6 +719,29 @@ class SqlOrderbookStore:
             found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
             for participant in chunk:
                 self._cover[participant] = found.get(participant)
+
+    def locked_accounts(self, participant_ids: Collection[str]) -> dict[str, Account]:
+        self._writes_now()
+        self._hold_accounts(participant_ids)
+        out = {}
+        for participant in participant_ids:
+            cover = self._cover[participant]
+            if cover is None:
+                continue
+            pending = self._reserved.get(participant, (0, 0))
+            energy, coin, reserved_wh, reserved_ecoin = cover
+            row = self._conn.execute(
+                sa.select(accounts.c.block).where(accounts.c.participant_id == participant)
+            ).scalar_one()
+            out[participant] = Account(
+                participant,
+                energy,
+                coin,
+                row,
+                reserved_wh + pending[0],
+                reserved_ecoin + pending[1],
+            )
+        return out
 
     def reserve_free_ecoin(self, participant_id: str, amount: int) -> int | None:
         self._writes_now()

@@ -384,7 +384,9 @@ class OrderEntry:
             max_open_wh=authority.max_open_wh,
             max_value=authority.max_ecoin,
         )
-        return _Draft(order, submission, reservation, claim, market.gate_closure)
+        # as ensure_market decides it: by the schedule
+        gate_closure = self._schedule.window(new.market_id).gate_closure
+        return _Draft(order, submission, reservation, claim, gate_closure)
 
     def _place_drafted(
         self,

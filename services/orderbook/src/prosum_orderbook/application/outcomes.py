@@ -91,7 +91,7 @@ def payout_completed(store: OrderbookStore, data: dict[str, Any]) -> None:
     if hold is None or hold.status != "held" or hold.release_block is not None:
         return
     hold.release_block = int(data["block"])
-    account = store.account(hold.participant_id)
+    account = store.locked_accounts([hold.participant_id]).get(hold.participant_id)
     if account is not None and account.block >= hold.release_block:
         _release_payout(store, hold)
     else:
@@ -200,8 +200,11 @@ def trade_settled(store: OrderbookStore, data: dict[str, Any]) -> None:
     trade.tx_id = data["tx_id"]
     trade.seller_release_block = block
     trade.buyer_release_block = block
+    # Locked: a balance event of the settlement block applied at the same moment (on another
+    # instance) either shows here, or waits and then finds the release block set.
+    held = store.locked_accounts(sorted({trade.seller, trade.buyer}))
     for participant in (trade.seller, trade.buyer):
-        account = store.account(participant)
+        account = held.get(participant)
         if account is not None and account.block >= block:
             _release_reflected(store, trade, participant, block)
     store.update_trade(trade)

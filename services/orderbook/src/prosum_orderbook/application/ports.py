@@ -225,6 +225,12 @@ class OrderbookStore(Protocol):
     # -- balances and reservations ---------------------------------------------------------
     def account(self, participant_id: str) -> Account | None: ...
 
+    def locked_accounts(self, participant_ids: Collection[str]) -> dict[str, Account]:
+        """The accounts, their rows locked for the rest of the unit of work (in key order),
+        with this unit's changes: a balance event applied concurrently is either seen here or
+        waits for this unit and then sees what it wrote."""
+        ...
+
     def record_balance(self, participant_id: str, energy_wh: int, ecoin: int, block: int) -> bool:
         """Store balances unless newer ones are stored already; True when stored."""
         ...

@@ -65,8 +65,9 @@ def list_batches(engine: Engine, status: str | None, limit: int) -> list[dict[st
 
 def batch_health(engine: Engine, resend_after_s: float) -> dict[str, Any]:
     """What ``/ready`` says of the batches awaiting the ledger: how many, the oldest, and
-    those older than the resend period (sent again, still without an outcome)."""
-    with engine.connect() as conn:
+    those waiting longer than the resend period since first sent (sent again, still without
+    an outcome). On a read-only connection: it never waits for SQLite's write lock."""
+    with engine.connect().execution_options(prosum_read_only=True) as conn:
         rows = conn.execute(
             sa.select(batches.c.batch_id, batches.c.created_at, batches.c.resends).where(
                 batches.c.status == "submitted"

@@ -1,5 +1,4 @@
-"""The order book's reconciliation runs (its balances compared with the chain's) and the ecoin
-it holds for payouts until they are burned.
+"""The order book's reconciliation runs: its balances compared with the chain's.
 
 Revision ID: orderbook_0003
 Revises: orderbook_0002
@@ -26,22 +25,8 @@ def upgrade() -> None:
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_ob_reconciliations_completed", "ob_reconciliations", ["completed_at"])
-    op.create_table(
-        "ob_payout_holds",
-        sa.Column("request_id", sa.String(64), primary_key=True),
-        sa.Column("participant_id", sa.String(128), nullable=False),
-        sa.Column("amount", sa.BigInteger, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("release_block", sa.BigInteger, nullable=True),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    )
-    op.create_index(
-        "ix_ob_payout_holds_release", "ob_payout_holds", ["participant_id", "release_block"]
-    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_ob_payout_holds_release", "ob_payout_holds")
-    op.drop_table("ob_payout_holds")
     op.drop_index("ix_ob_reconciliations_completed", "ob_reconciliations")
     op.drop_table("ob_reconciliations")
