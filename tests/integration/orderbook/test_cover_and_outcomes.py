@@ -470,10 +470,14 @@ def test_a_payout_holds_its_ecoin_until_the_burn_is_in_the_balance(app: App) -> 
     assert app.account("buyer").reserved_ecoin == 252, "a refused payout holds nothing"
 
     _payout(app, outcomes.payout_approved, "po-2", "buyer", amount=700, by="ops")
-    for _ in range(2):  # redelivered: held once
+    for _ in range(2):  # asked again: held once, the same answer each time
         _payout(app, outcomes.payout_approved, "po-2", "buyer", amount=700, by="ops")
-    assert [e["request_id"] for e in app.events("orderbook.payout_cover_held")] == ["po-2"]
+    assert [e["request_id"] for e in app.events("orderbook.payout_cover_held")] == ["po-2"] * 3
     assert app.account("buyer").reserved_ecoin == 952
+    _payout(app, outcomes.payout_approved, "po-1", "buyer", amount=800, by="ops")
+    assert [e["request_id"] for e in app.events("orderbook.payout_cover_refused")] == [
+        "po-1"
+    ] * 2, "a refusal stays a refusal"
     assert refused(app.place("buyer", "buy", 1_000, "240")) == (409, "insufficient_ecoin")
 
     # burned in the next block; the balance held is still from before it

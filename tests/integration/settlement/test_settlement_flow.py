@@ -577,3 +577,32 @@ def test_payouts_together_never_ask_for_more_than_the_balance(store: EventStore)
     )
     _balance(uow, "p", 50, 9)  # the burn, in the balance: counted once, not twice
     assert ask(50, "r3").status.value == "requested"
+
+
+def test_approved_funds_without_an_outcome_are_asked_for_again(store: EventStore) -> None:
+    """A mint whose outcome did not come back is sent again; a payout whose hold the order
+    book never answered is put to it again. Ended ones are not."""
+    uow = unit_of_work(store)
+    _balance(uow, "p", 1_000, 3)
+    with uow() as s:
+        topup, _ = services.request_funds(s, "topup", "p", 500, "DEPOSIT-1")
+        payout, _ = services.request_funds(s, "payout", "p", 300, "IBAN-1")
+        done, _ = services.request_funds(s, "topup", "p", 100, "DEPOSIT-2")
+        for funds in (topup, payout, done):
+            services.decide_funds(s, funds.id, "ops-1", approve=True)
+        services.apply_funds_outcome(
+            s,
+            "ledger.command_confirmed",
+            {"command_id": f"topup-{done.id}", "tx_id": "0x1", "block": 4},
+        )
+    with uow() as s:
+        assert services.resend_overdue_funds(s, POLICY) == [], "not within resend_after_s"
+    overdue = dataclasses.replace(POLICY, resend_after_s=0.0)
+    with uow() as s:
+        assert sorted(services.resend_overdue_funds(s, overdue)) == sorted([topup.id, payout.id])
+    messages = outbox_messages(store)
+    mints = [m["data"]["command_id"] for m in messages if m["type"] == "ledger.mint_ecoin"]
+    assert mints == [f"topup-{topup.id}", f"topup-{done.id}", f"topup-{topup.id}"]
+    approvals = [m["data"] for m in messages if m["type"] == "settlement.payout_approved"]
+    assert [a["request_id"] for a in approvals] == [payout.id, payout.id]
+    assert approvals[1]["amount"] == 300

@@ -142,7 +142,9 @@ def test_a_repeated_command_is_not_executed_again(
     send(log, CommandKind.MINT_ECOIN, command_id="topup-1", participant_id="buyer", amount=100)
     executor.run_open()
     assert chain.balances("buyer").ecoin == 100
-    assert len(log.outcomes("topup-1")) == 1
+    # executed once; the repeat after it ended got the same outcome again
+    outcomes = log.outcomes("topup-1")
+    assert len(outcomes) == 2 and len({data["tx_id"] for _, data in outcomes}) == 1
 
 
 def _settle(log: FakeCommandLog, command_id: str, energy_wh: int) -> Any:
@@ -209,7 +211,7 @@ def test_a_settle_command_sent_again_after_it_ended_gets_its_outcome_again(
     assert len([e for e in log.published if e[0] == BALANCE_CHANGED]) == balances_published
 
 
-def test_other_commands_sent_again_after_they_ended_get_nothing(
+def test_an_ecoin_command_sent_again_after_it_ended_gets_its_outcome_again(
     log: FakeCommandLog, chain: InMemoryChain
 ) -> None:
     onboard(log, "buyer")
@@ -221,9 +223,32 @@ def test_other_commands_sent_again_after_they_ended_get_nothing(
             CommandKind.MINT_ECOIN,
             {"command_id": "topup-1", "participant_id": "buyer", "amount": 5},
             "settlement",
+            "memory",
+        )
+    assert (again.accepted, again.reason) == (False, "duplicate_outcome_published_again")
+    first, second = log.outcomes("topup-1")
+    assert first == second
+    assert chain.balances("buyer").ecoin == 5, "minted once"
+
+
+def test_other_commands_sent_again_after_they_ended_get_nothing(
+    log: FakeCommandLog, chain: InMemoryChain
+) -> None:
+    onboard(log, "buyer")
+    CommandExecutor(log.unit, chain).run_open()
+    with log.unit() as unit:
+        again = accept_command(
+            unit,
+            CommandKind.GRANT_PERMISSIONS,
+            {
+                "command_id": "grant-buyer",
+                "participant_id": "buyer",
+                "permissions": ["connect", "send", "receive"],
+            },
+            "identity",
         )
     assert (again.accepted, again.reason) == (False, "duplicate")
-    assert len(log.outcomes("topup-1")) == 1
+    assert len(log.outcomes("grant-buyer")) == 1
 
 
 def test_a_command_id_reused_for_another_request_is_refused(log: FakeCommandLog) -> None:

@@ -114,7 +114,9 @@ def build(platform: Platform) -> ServiceParts:
 
     def resend() -> list[str]:
         with uow() as store:
-            return services.resend_overdue(store, policy)
+            return services.resend_overdue(store, policy) + services.resend_overdue_funds(
+                store, policy
+            )
 
     async def fee_account_at_startup() -> None:
         try:

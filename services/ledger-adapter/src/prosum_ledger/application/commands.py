@@ -56,6 +56,12 @@ class CommandLog(Protocol):
 UnitOfWork = Callable[[], AbstractContextManager[CommandLog]]
 
 
+# Settlement's commands: it asks again when an outcome does not come back.
+_ANSWERED_AGAIN = frozenset(
+    {CommandKind.SETTLE_TRADES, CommandKind.MINT_ECOIN, CommandKind.BURN_ECOIN}
+)
+
+
 @dataclass(frozen=True)
 class Acceptance:
     accepted: bool
@@ -72,14 +78,15 @@ def accept_command(
     """Record a command for execution. A repeat of a known command id is not executed again; a
     different request reusing a known command id is refused.
 
-    A repeat of a settle command that has ended gets its outcome published again: settlement
-    sends a batch again when no outcome came back (one it could not take, say), and this is
-    its answer. The other commands' senders never repeat one, and get nothing."""
+    A repeat of a settle, ecoin mint or ecoin burn command that has ended gets its outcome
+    published again: settlement sends these again when no outcome came back (one it could not
+    take, say), applies outcomes once, and this is its answer. The other commands' senders
+    never repeat one, and get nothing."""
     command_id = payload["command_id"]
     existing = log_.get(command_id)
     if existing is not None:
         if existing.is_same_request(payload):
-            if existing.finished and existing.kind is CommandKind.SETTLE_TRADES:
+            if existing.finished and existing.kind in _ANSWERED_AGAIN:
                 log_.publish(*outcome_event(existing, backend))
                 return Acceptance(False, "duplicate_outcome_published_again")
             return Acceptance(False, "duplicate")

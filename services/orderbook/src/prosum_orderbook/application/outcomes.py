@@ -64,17 +64,26 @@ def balance_changed(store: OrderbookStore, data: dict[str, Any]) -> None:
 
 def payout_approved(store: OrderbookStore, data: dict[str, Any]) -> None:
     """Hold the payout's ecoin out of the free balance, or refuse it if that much is not free
-    (open bids and unsettled purchases hold it). Once per payout."""
+    (open bids and unsettled purchases hold it). Once per payout: settlement asking again (no
+    answer reached it) gets the decision made the first time."""
     request_id, participant = data["request_id"], data["participant_id"]
     amount = int(data["amount"])
-    if store.payout_hold(request_id) is not None:
+    base = {"request_id": request_id, "participant_id": participant, "amount": amount}
+    known = store.payout_hold(request_id)
+    if known is not None:
+        if known.status == "refused":
+            account = store.account(participant)
+            free_now = account.ecoin - account.reserved_ecoin if account is not None else 0
+            answer = {**base, "reason": "insufficient_ecoin", "free_ecoin": free_now}
+            store.publish(PAYOUT_COVER_REFUSED, request_id, answer)
+        else:  # held, or released since (settlement ignores it then)
+            store.publish(PAYOUT_COVER_HELD, request_id, base)
         return
     free = store.reserve_free_ecoin(participant, amount)
     held = free is not None and free >= amount
     store.save_payout_hold(
         PayoutHold(request_id, participant, amount, "held" if held else "refused")
     )
-    base = {"request_id": request_id, "participant_id": participant, "amount": amount}
     if held:
         store.publish(PAYOUT_COVER_HELD, request_id, base)
     else:

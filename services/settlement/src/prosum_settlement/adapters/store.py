@@ -350,6 +350,21 @@ class SqlSettlementStore(SettlementStore):
     def funds(self, request_id: str) -> FundsRequest | None:
         return self._funds.get(self._tx, request_id)
 
+    def funds_awaiting(self, older_than_s: float) -> list[FundsRequest]:
+        cutoff = _now() - timedelta(seconds=older_than_s)
+        ids = self._conn.execute(
+            sa.select(funds.c.request_id)
+            .where(funds.c.status == "approved", funds.c.updated_at < cutoff)
+            .order_by(funds.c.updated_at)
+        ).scalars()
+        found = [self.funds(request_id) for request_id in list(ids)]
+        return [f for f in found if f is not None]
+
+    def funds_resent(self, request_id: str) -> None:
+        self._conn.execute(
+            funds.update().where(funds.c.request_id == request_id).values(updated_at=_now())
+        )
+
     def funds_by_reference(
         self, kind: str, participant_id: str, reference: str
     ) -> FundsRequest | None:

@@ -356,15 +356,43 @@ def decide_funds(
     store.publish(
         f"settlement.{funds.kind}_{'approved' if approve else 'rejected'}",
         funds.id,
-        {
-            "request_id": funds.id,
-            "participant_id": funds.participant_id,
-            "amount": funds.amount,
-            "by": by,
-            **({} if approve else {"reason": reason}),
-        },
+        _decision_data(funds, by, None if approve else reason),
     )
     return funds
+
+
+def _decision_data(funds: FundsRequest, by: str, rejected_for: str | None) -> dict[str, Any]:
+    return {
+        "request_id": funds.id,
+        "participant_id": funds.participant_id,
+        "amount": funds.amount,
+        "by": by,
+        **({} if rejected_for is None else {"reason": rejected_for}),
+    }
+
+
+def resend_overdue_funds(store: SettlementStore, policy: BatchPolicy) -> list[str]:
+    """Ask again for what an approved top-up or payout waits for, once it has waited
+    ``policy.resend_after_s``: the mint command again (the ledger executes it once and answers
+    a repeat of an ended one with its outcome), or, for a payout, the order book's hold (it
+    answers a repeat with the decision it made). Returns the requests asked for again."""
+    asked = []
+    for funds in store.funds_awaiting(policy.resend_after_s):
+        log.warning(
+            "settlement: %s %s approved but not ended after %.0f s; asking again",
+            funds.kind,
+            funds.id,
+            policy.resend_after_s,
+        )
+        if funds.kind == "topup":
+            _send_funds_command(store, funds)
+        else:
+            store.publish(
+                "settlement.payout_approved", funds.id, _decision_data(funds, "settlement", None)
+            )
+        store.funds_resent(funds.id)
+        asked.append(funds.id)
+    return asked
 
 
 def _send_funds_command(store: SettlementStore, funds: FundsRequest) -> None:
