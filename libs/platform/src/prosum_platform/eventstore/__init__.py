@@ -10,6 +10,7 @@ from prosum_platform.eventstore.store import (
     Snapshot,
     StoredEvent,
     Transaction,
+    as_utc,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Snapshot",
     "StoredEvent",
     "Transaction",
+    "as_utc",
     "create_store_engine",
     "metadata",
     "retry_on_conflict",

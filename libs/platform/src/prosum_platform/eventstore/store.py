@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
@@ -116,10 +116,24 @@ class OutboxRow:
     headers: list[tuple[str, bytes]]
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(moment: None) -> None: ...
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A datetime read back from a store, timezone-aware: SQLite hands back naive datetimes
+    (the stores write UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def _stored(row: Any) -> StoredEvent:
-    recorded_at = row.recorded_at
-    if recorded_at.tzinfo is None:  # SQLite hands back naive datetimes
-        recorded_at = recorded_at.replace(tzinfo=UTC)
+    recorded_at = as_utc(row.recorded_at)
     return StoredEvent(
         position=row.position,
         stream_id=row.stream_id,

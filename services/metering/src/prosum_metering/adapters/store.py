@@ -68,7 +68,7 @@ from prosum_metering.domain.readings import INTERVAL_S, SignedReading, b64url
 from prosum_metering.domain.series import Gap, Interval, Point
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
-from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
+from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction, as_utc
 from prosum_platform.eventstore.bulk import BulkStatement
 
 SOURCE = "metering"
@@ -161,10 +161,6 @@ _CLUSTER_SPAN_S = 8 * INTERVAL_S
 """Late readings of points within two hours of each other are read in one query."""
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -221,7 +217,7 @@ def _stored_reading(row: Any, superseded: bool) -> StoredReading:
         participant_id=row.participant_id,
         batch_id=row.batch_id,
         superseded=superseded,
-        received_at=_aware(row.received_at),
+        received_at=as_utc(row.received_at),
     )
 
 
@@ -870,7 +866,7 @@ class SqlMeteringQueries(_Reads):
             batch_id=row.batch_id,
             root=row.root,
             leaves=tuple(raw[i : i + 32].hex() for i in range(0, len(raw), 32)),
-            sealed_at=_aware(row.sealed_at),
+            sealed_at=as_utc(row.sealed_at),
             anchor_status=row.anchor_status,
             anchor_command_id=row.anchor_command_id,
             anchor_tx_id=row.anchor_tx_id,
@@ -978,7 +974,7 @@ class SqlMeteringQueries(_Reads):
                 submitted_hash=row.submitted_hash,
                 submitted=orjson.loads(row.submitted),
                 status=row.status,
-                detected_at=_aware(row.detected_at),
+                detected_at=as_utc(row.detected_at),
             )
             for row in self._conn.execute(query)
         ]

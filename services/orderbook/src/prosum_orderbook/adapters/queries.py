@@ -13,12 +13,12 @@ import orjson
 import sqlalchemy as sa
 
 from prosum_contracts import format_timestamp
-from prosum_orderbook.adapters.store import as_utc, order_record, trade_record
+from prosum_orderbook.adapters.store import order_record, trade_record
 from prosum_orderbook.adapters.tables import accounts, markets, orders, reconciliations, trades
 from prosum_orderbook.application.ports import OrderRecord, TradeRecord
 from prosum_orderbook.domain.markets import INTERVAL, delivery_start
 from prosum_orderbook.domain.units import format_price
-from prosum_platform.eventstore import EventStore
+from prosum_platform.eventstore import EventStore, as_utc
 
 _IN_BOOK = ("open", "partially_filled")
 

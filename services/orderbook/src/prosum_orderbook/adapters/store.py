@@ -16,9 +16,10 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, overload
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -56,7 +57,7 @@ from prosum_orderbook.domain.markets import Fees, Mechanism
 from prosum_orderbook.domain.orders import OPEN_STATUSES, OrderSubmitted
 from prosum_platform.codec import EventCodec
 from prosum_platform.domain import ConcurrencyConflict
-from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction
+from prosum_platform.eventstore import EventStore, NewEvent, Repository, Transaction, as_utc
 from prosum_platform.eventstore.bulk import BulkStatement
 from prosum_platform.eventstore.repository import PreparedSave
 from prosum_platform.eventstore.schema import events
@@ -76,20 +77,6 @@ _HEAD = (
 
 def _payout_hold(row: Any) -> PayoutHold:
     return PayoutHold(row.request_id, row.participant_id, row.amount, row.status, row.release_block)
-
-
-@overload
-def as_utc(moment: datetime) -> datetime: ...
-
-
-@overload
-def as_utc(moment: None) -> None: ...
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
 
 
 def _now() -> datetime:
@@ -325,10 +312,11 @@ _ADJUST_THRESHOLD = (
         updated_at=sa.bindparam("now"),
     )
 )
-_HELD_ACCOUNTS = sa.select(
+_HELD_ACCOUNTS = sa.select(  # in ``Account``'s field order
     accounts.c.participant_id,
     accounts.c.energy_wh,
     accounts.c.ecoin,
+    accounts.c.block,
     accounts.c.reserved_wh,
     accounts.c.reserved_ecoin,
 )
@@ -386,9 +374,9 @@ class SqlOrderbookStore:
         self._market_trades: dict[str, list[int]] = {}
         self._books_to_save: dict[str, OrderBook] = {}
         # Read by ``hold_cover`` (as stored; this unit's changes are in ``_reserved`` and
-        # ``_threshold_use``): (energy, ecoin, reserved_wh, reserved_ecoin) per participant,
-        # None without an account, and (open_wh, open_value) per threshold.
-        self._cover: dict[str, tuple[int, int, int, int] | None] = {}
+        # ``_threshold_use``): the account per participant, None without one, and
+        # (open_wh, open_value) per threshold.
+        self._cover: dict[str, Account | None] = {}
         self._use: dict[str, tuple[int, int]] = {}
         self._new_use: dict[str, str] = {}  # thresholds without a row yet -> participant
         self._journal: list[NewEvent] = []
@@ -608,19 +596,9 @@ class SqlOrderbookStore:
     # -- balances and reservations ---------------------------------------------------------
     def account(self, participant_id: str) -> Account | None:
         row = self._conn.execute(
-            sa.select(accounts).where(accounts.c.participant_id == participant_id)
+            _HELD_ACCOUNTS.where(accounts.c.participant_id == participant_id)
         ).first()
-        if row is None:
-            return None
-        pending = self._reserved.get(participant_id, (0, 0))
-        return Account(
-            row.participant_id,
-            row.energy_wh,
-            row.ecoin,
-            row.block,
-            row.reserved_wh + pending[0],
-            row.reserved_ecoin + pending[1],
-        )
+        return None if row is None else self._with_pending(Account(*row))
 
     def balances_of(self, participant_ids: Collection[str]) -> dict[str, tuple[int, int, int]]:
         wanted = sorted(set(participant_ids))
@@ -715,45 +693,34 @@ class SqlOrderbookStore:
             query = (_LOCK_ACCOUNTS if lock else _HELD_ACCOUNTS).where(
                 accounts.c.participant_id.in_(chunk)
             )
-            rows = self._conn.execute(query)
-            found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+            found = {row[0]: Account(*row) for row in self._conn.execute(query)}
             for participant in chunk:
                 self._cover[participant] = found.get(participant)
+
+    def _with_pending(self, account: Account) -> Account:
+        """The held account with this unit's reservations added."""
+        pending = self._reserved.get(account.participant_id)
+        if not pending:
+            return account
+        return replace(
+            account,
+            reserved_wh=account.reserved_wh + pending[0],
+            reserved_ecoin=account.reserved_ecoin + pending[1],
+        )
 
     def locked_accounts(self, participant_ids: Collection[str]) -> dict[str, Account]:
         self._writes_now()
         self._hold_accounts(participant_ids)
-        out = {}
-        for participant in participant_ids:
-            cover = self._cover[participant]
-            if cover is None:
-                continue
-            pending = self._reserved.get(participant, (0, 0))
-            energy, coin, reserved_wh, reserved_ecoin = cover
-            row = self._conn.execute(
-                sa.select(accounts.c.block).where(accounts.c.participant_id == participant)
-            ).scalar_one()
-            out[participant] = Account(
-                participant,
-                energy,
-                coin,
-                row,
-                reserved_wh + pending[0],
-                reserved_ecoin + pending[1],
-            )
-        return out
+        held = (self._cover[p] for p in participant_ids)
+        return {a.participant_id: self._with_pending(a) for a in held if a is not None}
 
     def reserve_free_ecoin(self, participant_id: str, amount: int) -> int | None:
-        self._writes_now()
-        self._hold_accounts([participant_id])
-        cover = self._cover[participant_id]
-        if cover is None:
+        account = self.locked_accounts([participant_id]).get(participant_id)
+        if account is None:
             return None
-        _energy, coin, _reserved_wh, reserved_ecoin = cover
-        free = coin - reserved_ecoin - self._reserved.get(participant_id, (0, 0))[1]
-        if free >= amount:
+        if account.free_ecoin >= amount:
             self.adjust_reserved(participant_id, 0, amount)
-        return free
+        return account.free_ecoin
 
     def payout_hold(self, request_id: str) -> PayoutHold | None:
         row = self._conn.execute(
@@ -808,13 +775,10 @@ class SqlOrderbookStore:
         cover = self._cover[participant_id]
         if cover is None:
             return "insufficient_cover"
-        energy, coin, reserved_wh, reserved_ecoin = cover
-        pending = self._reserved.get(participant_id, (0, 0))
+        account = self._with_pending(cover)
         # Only the asset an order reserves has to be free: a seller whose sale is already in
         # its balance (free energy briefly below zero until the settlement arrives) may bid.
-        if (energy_wh and energy - reserved_wh - pending[0] < energy_wh) or (
-            ecoin and coin - reserved_ecoin - pending[1] < ecoin
-        ):
+        if (energy_wh and account.free_wh < energy_wh) or (ecoin and account.free_ecoin < ecoin):
             return "insufficient_cover"
         open_wh, open_value = self._use[threshold_id]
         used = self._threshold_use.get((participant_id, threshold_id), (0, 0))

@@ -58,6 +58,7 @@ PAYOUT_APPROVED = "settlement.payout_approved"
 PAYOUT_COMPLETED = "settlement.payout_completed"
 PAYOUT_FAILED = "settlement.payout_failed"
 PAYOUT_COVER_HELD = "orderbook.payout_cover_held"
+RECONCILIATION_COMPLETED = "orderbook.reconciliation_completed"
 PAYOUT_COVER_REFUSED = "orderbook.payout_cover_refused"
 
 

@@ -39,6 +39,7 @@ from prosum_orderbook.application.messages import (
     CANCEL_ORDER,
     PAYOUT_COVER_HELD,
     PAYOUT_COVER_REFUSED,
+    RECONCILIATION_COMPLETED,
 )
 from prosum_orderbook.application.ports import Clock, OrderbookStore, PayoutHold, TradeRecord
 from prosum_orderbook.domain.book import PARTICIPANT_SUSPENDED
@@ -73,7 +74,7 @@ def payout_approved(store: OrderbookStore, data: dict[str, Any]) -> None:
     if known is not None:
         if known.status == "refused":
             account = store.account(participant)
-            free_now = account.ecoin - account.reserved_ecoin if account is not None else 0
+            free_now = account.free_ecoin if account is not None else 0
             answer = {**base, "reason": "insufficient_ecoin", "free_ecoin": free_now}
             store.publish(PAYOUT_COVER_REFUSED, request_id, answer)
         else:  # held, or released since (settlement ignores it then)
@@ -120,9 +121,6 @@ def _release_payout(store: OrderbookStore, hold: PayoutHold) -> None:
     store.save_payout_hold(hold)
 
 
-RECONCILED = "orderbook.reconciliation_completed"
-
-
 def balances_reported(store: OrderbookStore, data: dict[str, Any], clock: Clock) -> None:
     """Compare the chain's balances at the reported block with those held. A balance held
     from a later block cannot be compared (skipped); one from an earlier block is still the
@@ -151,7 +149,7 @@ def balances_reported(store: OrderbookStore, data: dict[str, Any], clock: Clock)
     if not store.record_reconciliation(run_id, block, checked, skipped, differences, clock()):
         return  # this run's report was compared already
     store.publish(
-        RECONCILED,
+        RECONCILIATION_COMPLETED,
         run_id,
         {
             "run_id": run_id,

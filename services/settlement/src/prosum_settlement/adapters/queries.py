@@ -9,8 +9,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from prosum_platform.eventstore import as_utc
 from prosum_settlement.adapters.store import (
-    as_utc,
     balances,
     batches,
     funds,

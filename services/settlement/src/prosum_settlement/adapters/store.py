@@ -15,7 +15,7 @@ from prosum_auth.trust import participant_status as participant_statuses
 from prosum_auth.trust import tables as auth_tables
 from prosum_contracts import Envelope
 from prosum_platform.codec import EventCodec
-from prosum_platform.eventstore import EventStore, Repository, Transaction
+from prosum_platform.eventstore import EventStore, Repository, Transaction, as_utc
 from prosum_platform.eventstore.bulk import BulkStatement
 from prosum_settlement.application.ports import BalanceView, OverdueBatch, SettlementStore
 from prosum_settlement.domain.model import SETTLEMENT_EVENTS, FundsRequest, Instruction
@@ -128,11 +128,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes (stored as UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 _UPDATE_BALANCE = BulkStatement.update(
     balances, ["participant_id"], ["energy_wh", "ecoin", "block"]
 )
@@ -234,9 +229,7 @@ class SqlSettlementStore(SettlementStore):
         ).scalar()
         if oldest is None:
             return None
-        if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        age: float = (_now() - oldest).total_seconds()
+        age: float = (_now() - as_utc(oldest)).total_seconds()
         return age
 
     def batch_trade_ids(self, batch_id: str) -> list[str]:
